@@ -1,0 +1,38 @@
+"""``python -m exporter``: a thin argparse layer. Parse -> call the stage -> print (human table or ``--json``).
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int`` and is
+registered once in :data:`COMMANDS`. Problems a user can fix (:class:`ConfigError`, :class:`ModelError`) print
+their message and exit 2; nothing else is caught here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import ConfigError, ModelError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("exporter.cmd_plan", "show, per model, the resolved precision and why"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(cmd)
+        cmd.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ConfigError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,203 @@
+"""Precision resolution: one :class:`Plan` per model, with the reason chain of the guide's precedence.
+
+Precedence (the precision guide): 1 per-model override > 2 global setting > 3 the model's native dtype >
+4 device capability > 5 fp32 default. Every step leaves one line in ``Plan.reasons`` (decided, not applicable or
+not consulted), and every fallback taken adds a line, so ``exporter plan`` explains each choice completely.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from .config import PREFIX, Config
+from .devices import Device
+from .models import ModelSpec
+from .precisions import QUANTIZED, route_for
+
+log = logging.getLogger(__name__)
+
+_NATIVE_TO_PRECISION = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+_QUANT_SCHEMES = {
+    "int8": "ONNX Runtime dynamic quantization, int8 per-channel weights, fp32 activations",
+    "int4": "bitsandbytes NF4 (Linear4bit), embeddings in 8 bits",
+}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What EMB_PROVIDER_ENABLE_GPU_MEMORY_OPTIMIZATION changes for this model (later stages read only this)."""
+
+    enabled: bool
+    ort_arena_extend_strategy: str = "kNextPowerOfTwo"
+    ort_gpu_mem_limit_bytes: int | None = None
+    instance_count: int = 1
+    torch_low_cpu_mem_usage: bool = False
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved build decision for one model: a plain, serialisable value object."""
+
+    model: str
+    name: str
+    group: str | None
+    device: str
+    requested: str
+    precision: str
+    route: str
+    runtime: str
+    native_dtype: str | None
+    decided_by: str
+    quantization: dict[str, Any]
+    memory: MemoryPlan
+    max_length: int | None = None
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reasons"] = list(self.reasons)
+        data["memory"]["notes"] = list(self.memory.notes)
+        return data
+
+
+def match_override(spec: ModelSpec, overrides: dict[str, str] | Any) -> tuple[str, str] | None:
+    """The override that applies to ``spec``: by model id, then repository name, then group label."""
+    for key in (spec.model, spec.name, spec.group):
+        if key is not None and key in overrides:
+            return key, overrides[key]
+    return None
+
+
+def unmatched_override_keys(specs: Iterable[ModelSpec], overrides: Iterable[str]) -> list[str]:
+    """Override keys that name no model, name or group among ``specs`` (likely typos)."""
+    known = {k for s in specs for k in (s.model, s.name, s.group) if k is not None}
+    return sorted(k for k in overrides if k not in known)
+
+
+def _memory_plan(config: Config, device: Device) -> MemoryPlan:
+    if not config.enable_gpu_memory_optimization:
+        return MemoryPlan(enabled=False)
+    if not device.is_gpu:
+        return MemoryPlan(enabled=True, ort_arena_extend_strategy="kSameAsRequested",
+                          notes=("CPU target: ORT arena grows only as requested; no GPU settings apply",))
+    return MemoryPlan(
+        enabled=True,
+        ort_arena_extend_strategy="kSameAsRequested",
+        instance_count=1,
+        torch_low_cpu_mem_usage=True,
+        notes=("ORT CUDA arena grows only as requested (no power-of-two over-allocation)",
+               "one model instance per GPU",
+               "torch routes load weights with low_cpu_mem_usage and free the CUDA cache after warm-up"),
+    )
+
+
+def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None = None) -> Plan:
+    """Resolve the precision of one model for one target, recording every step and fallback."""
+    reasons: list[str] = []
+    chosen: str | None = None
+    decided_by = ""
+    requested = "auto"
+    origin = ""  # how to name the request in fallback messages
+
+    # 1. per-model override (env JSON, or the models file's 'precision')
+    hit = match_override(spec, config.model_precision_overrides)
+    if hit is None and spec.precision is not None:
+        hit = ("models file", spec.precision)
+    override_auto = False
+    if hit is None:
+        reasons.append("1 per-model override: none")
+    else:
+        key, value = hit
+        source = ("models file 'precision'" if key == "models file"
+                  else f"{PREFIX}MODEL_PRECISION_OVERRIDES[{key!r}]")
+        if value == "auto":
+            override_auto = True
+            reasons.append(f"1 per-model override: auto by {source} (global setting not applied)")
+        else:
+            chosen, decided_by, requested, origin = value, "override", value, source
+            reasons.append(f"1 per-model override: {value} by {source} -> decides")
+
+    # 2. global setting (precision, or quantization method when quantization is enabled)
+    if chosen is not None or override_auto:
+        reasons.append(f"2 global setting: not consulted ({config.model_precision})")
+    elif config.model_precision != "auto":
+        chosen, decided_by = config.model_precision, "global"
+        requested, origin = chosen, f"{PREFIX}MODEL_PRECISION"
+        reasons.append(f"2 global setting: {chosen} by {PREFIX}MODEL_PRECISION -> decides")
+    elif config.enable_quantization:
+        chosen, decided_by = config.quantization_method, "global"
+        requested, origin = chosen, f"{PREFIX}QUANTIZATION_METHOD"
+        reasons.append(f"2 global setting: {PREFIX}ENABLE_QUANTIZATION=true with "
+                       f"{PREFIX}QUANTIZATION_METHOD={chosen} -> decides")
+    else:
+        reasons.append("2 global setting: auto")
+
+    if (chosen in QUANTIZED and "QUANTIZATION_METHOD" in config.explicit
+            and config.quantization_method != chosen):
+        msg = (f"{PREFIX}QUANTIZATION_METHOD={config.quantization_method} contradicts {chosen} requested by "
+               f"{origin} for {spec.model}; the explicit precision {chosen} wins")
+        log.warning(msg)
+        reasons.append(f"   note: {msg}")
+
+    # 3. the model's native dtype: only half-precision storage decides; float32 is just the storage default
+    if chosen is not None:
+        reasons.append(f"3 native dtype: {native or 'unknown'} (not consulted)")
+    else:
+        native_precision = _NATIVE_TO_PRECISION.get(native or "")
+        if native_precision is None:
+            reasons.append(f"3 native dtype: {native or 'unknown'} is the storage default and does not decide")
+        elif native_precision in device.supported:
+            chosen, decided_by, requested = native_precision, "native", native_precision
+            reasons.append(f"3 native dtype: {native} -> {native_precision} on {device.label} -> decides")
+        else:
+            reasons.append(f"3 native dtype: {native} but {device.label} has no {native_precision} "
+                           "-> device step decides")
+
+    # 4. device capability
+    if chosen is None:
+        chosen, decided_by = device.recommended, "device"
+        reasons.append(f"4 device capability: {device.label} recommends {chosen} -> decides")
+    else:
+        reasons.append(f"4 device capability: {device.label} supports {', '.join(device.supported)}")
+
+    # fallback when the target cannot run what was asked
+    if chosen not in device.supported:
+        fallback = device.recommended
+        msg = (f"{chosen} requested by {origin or decided_by} for {spec.model}; target {device.label} has no "
+               f"{chosen} -> {fallback}")
+        log.warning(msg)
+        reasons.append(f"   fallback: {msg}")
+        chosen = fallback
+    reasons.append("5 fp32 default: " + ("decides" if decided_by == "default" else "not reached"))
+
+    route = route_for(chosen)
+    quantization = {
+        "enabled": config.enable_quantization or chosen in QUANTIZED,
+        "method": chosen if chosen in QUANTIZED else None,
+        "scheme": _QUANT_SCHEMES.get(chosen),
+    }
+    plan = Plan(
+        model=spec.model, name=spec.name, group=spec.group, device=device.label, requested=requested,
+        precision=chosen, route=route.name, runtime=route.runtime, native_dtype=native, decided_by=decided_by,
+        quantization=quantization, memory=_memory_plan(config, device), max_length=spec.max_length,
+        reasons=tuple(reasons),
+    )
+    log.debug("plan for %s: device capabilities: %s", spec.model, device.describe())
+    log.debug("plan for %s: native precision: %s", spec.model, native or "unknown")
+    log.debug("plan for %s: chosen precision: %s (route %s, decided by %s)\n  %s", spec.model, chosen,
+              route.name, decided_by, "\n  ".join(reasons))
+    log.debug("plan for %s: quantization: %s; memory optimization: %s", spec.model, quantization, plan.memory)
+    return plan
+
+
+def resolve_all(specs: list[ModelSpec], config: Config, device: Device,
+                natives: dict[str, str | None]) -> list[Plan]:
+    """Plans for every model, warning about override keys that match nothing."""
+    unmatched = unmatched_override_keys(specs, config.model_precision_overrides)
+    if unmatched:
+        log.warning("%sMODEL_PRECISION_OVERRIDES keys match no model, name or group: %s", PREFIX,
+                    ", ".join(unmatched))
+    return [resolve(s, config, device, natives.get(s.model)) for s in specs]
