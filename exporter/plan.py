@@ -148,7 +148,8 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
     else:
         native_precision = _NATIVE_TO_PRECISION.get(native or "")
         if native_precision is None:
-            reasons.append(f"3 native dtype: {native or 'unknown'} is the storage default and does not decide")
+            stored = native or "not recorded in config.json (float32)"
+            reasons.append(f"3 native dtype: {stored} is only the storage default and does not decide")
         elif native_precision in device.supported:
             chosen, decided_by, requested = native_precision, "native", native_precision
             reasons.append(f"3 native dtype: {native} -> {native_precision} on {device.label} -> decides")

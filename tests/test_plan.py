@@ -1,0 +1,171 @@
+"""Precision resolution: every precedence step, every fallback, the guide's four examples, DEBUG content."""
+
+import logging
+
+import pytest
+
+from exporter.config import Config
+from exporter.devices import parse_device
+from exporter.models import ModelSpec
+from exporter.plan import resolve, resolve_all
+
+MINILM = ModelSpec("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2")
+
+
+def plan(env=None, device="cpu", native=None, spec=MINILM):
+    return resolve(spec, Config.from_env(env or {}), parse_device(device), native)
+
+
+def test_auto_float32_model_resolves_by_device():
+    gpu, cpu = plan(device="cuda:8.0", native="float32"), plan(device="cpu", native="float32")
+    assert (gpu.precision, gpu.route, gpu.decided_by) == ("fp16", "onnx-fp16", "device")
+    assert (cpu.precision, cpu.route, cpu.decided_by) == ("fp32", "onnx-fp32", "device")
+    assert "3 native dtype: float32 is only the storage default and does not decide" in cpu.reasons
+
+
+def test_every_step_leaves_one_reason_in_order():
+    p = plan(device="cpu")
+    assert [r[0] for r in p.reasons] == ["1", "2", "3", "4", "5"]
+
+
+@pytest.mark.parametrize("native,device,expected", [
+    ("bfloat16", "cuda:8.0", "bf16"),
+    ("float16", "cuda:7.5", "fp16"),
+    ("float16", "cpu", "fp16"),
+])
+def test_native_half_dtype_decides_when_supported(native, device, expected):
+    p = plan(device=device, native=native)
+    assert (p.precision, p.decided_by) == (expected, "native")
+
+
+def test_native_bf16_on_target_without_bf16_goes_to_device_step():
+    p = plan(device="cuda:7.5", native="bfloat16")
+    assert (p.precision, p.decided_by) == ("fp16", "device")
+    assert any("has no bf16 -> device step decides" in r for r in p.reasons)
+
+
+def test_global_beats_native():
+    p = plan({"EMB_PROVIDER_MODEL_PRECISION": "fp32"}, device="cuda:8.0", native="bfloat16")
+    assert (p.precision, p.decided_by) == ("fp32", "global")
+
+
+def test_override_beats_global():
+    env = {"EMB_PROVIDER_MODEL_PRECISION": "fp32",
+           "EMB_PROVIDER_MODEL_PRECISION_OVERRIDES": '{"sentence-transformers/all-MiniLM-L6-v2": "fp16"}'}
+    p = plan(env, device="cuda:8.0")
+    assert (p.precision, p.decided_by) == ("fp16", "override")
+    assert p.reasons[1] == "2 global setting: not consulted (fp32)"
+
+
+@pytest.mark.parametrize("key", ["sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2", "small-models"])
+def test_override_matches_id_name_or_group(key):
+    spec = ModelSpec(MINILM.model, MINILM.name, group="small-models")
+    p = plan({"EMB_PROVIDER_MODEL_PRECISION_OVERRIDES": f'{{"{key}": "fp16"}}'}, spec=spec)
+    assert (p.precision, p.decided_by) == ("fp16", "override")
+    assert repr(key) in p.reasons[0]
+
+
+def test_override_auto_skips_global():
+    env = {"EMB_PROVIDER_MODEL_PRECISION": "int8", "EMB_PROVIDER_MODEL_PRECISION_OVERRIDES": '{"all-minilm-l6-v2": "auto"}'}
+    p = plan(env, device="cuda:8.0")
+    assert (p.precision, p.decided_by) == ("fp16", "device")
+
+
+def test_models_file_precision_counts_as_override():
+    p = plan({"EMB_PROVIDER_MODEL_PRECISION": "fp32"}, spec=ModelSpec("m", "m", precision="int8"))
+    assert (p.precision, p.decided_by) == ("int8", "override") and "models file" in p.reasons[0]
+
+
+@pytest.mark.parametrize("requested,device,expected", [
+    ("bf16", "cuda:7.5", "fp16"),
+    ("bf16", "cpu", "fp32"),
+    ("bf16", "rocm", "fp16"),
+    ("int8", "cuda:6.1", "fp16"),
+    ("int4", "cuda:6.1", "fp16"),
+    ("int8", "rocm", "fp16"),
+])
+def test_fallbacks_are_logged_and_recorded(requested, device, expected, caplog):
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        p = plan({"EMB_PROVIDER_MODEL_PRECISION": requested}, device=device)
+    assert (p.requested, p.precision) == (requested, expected)
+    line = f"{requested} requested by EMB_PROVIDER_MODEL_PRECISION for {MINILM.model}; target {device} has no " \
+           f"{requested} -> {expected}"
+    assert any(line in r for r in p.reasons)
+    assert line in caplog.text
+
+
+@pytest.mark.parametrize("precision,device", [("bf16", "cuda:8.0"), ("int8", "cpu"), ("int4", "cpu"),
+                                              ("int8", "cuda:7.5"), ("fp16", "cpu")])
+def test_supported_requests_are_kept(precision, device):
+    p = plan({"EMB_PROVIDER_MODEL_PRECISION": precision}, device=device)
+    assert p.precision == precision and not any("fallback" in r for r in p.reasons)
+
+
+def test_quantization_enabled_without_explicit_precision_uses_method():
+    p = plan({"EMB_PROVIDER_ENABLE_QUANTIZATION": "true", "EMB_PROVIDER_QUANTIZATION_METHOD": "int4"})
+    assert (p.precision, p.route, p.decided_by) == ("int4", "torch-bnb-nf4", "global")
+    assert p.quantization["method"] == "int4"
+
+
+def test_quantization_method_loses_to_explicit_precision_with_warning(caplog):
+    env = {"EMB_PROVIDER_MODEL_PRECISION": "int8", "EMB_PROVIDER_ENABLE_QUANTIZATION": "true",
+           "EMB_PROVIDER_QUANTIZATION_METHOD": "int4"}
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        p = plan(env)
+    assert p.precision == "int8"
+    assert "EMB_PROVIDER_QUANTIZATION_METHOD=int4 contradicts int8" in caplog.text
+
+
+def test_unmatched_override_keys_warn(caplog):
+    config = Config.from_env({"EMB_PROVIDER_MODEL_PRECISION_OVERRIDES": '{"typo-model": "fp16"}'})
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        resolve_all([MINILM], config, parse_device("cpu"), {})
+    assert "typo-model" in caplog.text and "match no model" in caplog.text
+
+
+# The precision guide's four usage examples.
+def test_guide_example_1_high_performance_gpu():
+    p = plan({"EMB_PROVIDER_MODEL_PRECISION": "fp16", "EMB_PROVIDER_ENABLE_GPU_MEMORY_OPTIMIZATION": "true"},
+             device="cuda:8.0")
+    assert (p.precision, p.route) == ("fp16", "onnx-fp16")
+    assert p.memory.enabled and p.memory.ort_arena_extend_strategy == "kSameAsRequested"
+
+
+def test_guide_example_2_memory_optimized_int8():
+    env = {"EMB_PROVIDER_MODEL_PRECISION": "int8", "EMB_PROVIDER_ENABLE_QUANTIZATION": "true",
+           "EMB_PROVIDER_ENABLE_GPU_MEMORY_OPTIMIZATION": "true"}
+    for device in ("cuda:8.0", "cpu"):
+        p = plan(env, device=device)
+        assert (p.precision, p.route, p.quantization["enabled"]) == ("int8", "onnx-int8-dynamic", True)
+
+
+def test_guide_example_3_mixed_precision_by_group():
+    config = Config.from_env({"EMB_PROVIDER_MODEL_PRECISION_OVERRIDES":
+                              '{"small-models": "fp16", "large-models": "int8", "precision-critical": "fp32"}'})
+    specs = [ModelSpec("a/small", "small", group="small-models"), ModelSpec("b/large", "large", group="large-models"),
+             ModelSpec("c/crit", "crit", group="precision-critical")]
+    plans = resolve_all(specs, config, parse_device("cuda:8.0"), {})
+    assert [p.precision for p in plans] == ["fp16", "int8", "fp32"]
+    assert all(p.decided_by == "override" for p in plans)
+
+
+def test_guide_example_4_production():
+    env = {"EMB_PROVIDER_MODEL_PRECISION": "fp16", "EMB_PROVIDER_ENABLE_GPU_MEMORY_OPTIMIZATION": "true",
+           "EMB_PROVIDER_LOG_LEVEL": "INFO"}
+    p = plan(env, device="cuda:7.5")
+    assert (p.precision, p.decided_by, p.memory.instance_count) == ("fp16", "global", 1)
+
+
+def test_debug_log_shows_the_four_promised_things(caplog):
+    with caplog.at_level(logging.DEBUG, logger="exporter"):
+        plan({"EMB_PROVIDER_ENABLE_QUANTIZATION": "true"}, device="cuda:7.5", native="float32")
+    text = caplog.text
+    assert "device capabilities: cuda:7.5" in text and "supports fp32, fp16, int8, int4" in text
+    assert "native precision: float32" in text
+    assert "chosen precision: int8 (route onnx-int8-dynamic, decided by global)" in text
+    assert "quantization: {'enabled': True, 'method': 'int8'" in text
+
+
+def test_plan_serialises_to_plain_data():
+    data = plan(device="cuda:8.0").to_dict()
+    assert data["precision"] == "fp16" and isinstance(data["reasons"], list) and data["memory"]["enabled"] is False
