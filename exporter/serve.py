@@ -1,0 +1,338 @@
+"""Run a real Triton server on this machine (no docker) over a repository that ``exporter build`` wrote.
+
+The binary is the ``tritonserver`` bundled in the ``nvidia-pytriton`` wheel (python backend only), or any binary
+given with ``--tritonserver`` (e.g. the NGC container's, which has the native onnxruntime backend). For the bundled
+binary the launcher serves a *derived view* of the repository in a temp dir: ONNX encoders (``onnxruntime_onnx``,
+which that binary cannot load) become python-backend models that run the same ``model.onnx`` through ONNX Runtime,
+and KIND_GPU instances become KIND_CPU on a host without a GPU. Artefacts are symlinked, never copied; the
+published repository itself stays NGC-native and untouched.
+
+The server runs in its own process group (its python stubs are its children); :meth:`TritonServer.stop` signals the
+whole group and escalates to SIGKILL, so no stub outlives it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import ConfigError
+from .repository import RUNTIME_DIR, install_runner, read_manifest
+from .triton_config import python_runner_config
+from .triton_schema import model_config_pb2, parse, render
+
+log = logging.getLogger(__name__)
+
+_STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+class ServeError(RuntimeError):
+    """The server did not become ready (or died): the message names the failing model and the log tail."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how to run tritonserver. Port 0 means: pick a free port."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    tritonserver: str | None = None  # None: the binary bundled in nvidia-pytriton
+    ready_timeout: float = 120.0
+    exit_timeout: int = 10
+    encoder_threads: int = 0
+    log_verbose: int = 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def bundled_tritonserver() -> Path:
+    """The tritonserver binary inside the nvidia-pytriton wheel, or a ConfigError saying how to install it."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("no tritonserver: install the wheel that bundles it with "
+                          "'pip install --no-deps nvidia-pytriton==0.7.0' (or pass --tritonserver PATH)")
+    binary = Path(list(spec.submodule_search_locations)[0]) / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ConfigError(f"{binary} is missing; reinstall nvidia-pytriton==0.7.0 with --no-deps")
+    return binary
+
+
+def _external_tritonserver(name: str) -> Path:
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"--tritonserver {name!r} is neither an executable path nor a command on PATH")
+    return Path(found)
+
+
+def make_backend_dir(binary: Path, target: Path) -> Path:
+    """``<target>/python/``: the python backend library plus the stub built for this interpreter's version."""
+    root = binary.parent.parent
+    stub = root / "python_backend_stubs" / _STUB_PYTHON / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ConfigError(f"the bundled tritonserver has no python stub for Python {_STUB_PYTHON} ({stub})")
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for item in (root / "backends" / "python").iterdir():
+        if item.is_file():
+            shutil.copy2(item, python_dir / item.name)
+    shutil.copy2(stub, python_dir / stub.name)
+    return target
+
+
+def gpu_available() -> bool:
+    """Whether an NVIDIA GPU is visible (nvidia-smi lists one); decides KIND_GPU -> KIND_CPU in the local view."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def make_local_view(repository: Path, target: Path, *, gpu: bool, encoder_threads: int = 0) -> Path:
+    """A repository the python-backend-only binary can serve, derived from ``repository`` (left untouched)."""
+    pb = model_config_pb2()
+    target.mkdir(parents=True)
+    for config_path in sorted(repository.glob("*/config.pbtxt")):
+        model_dir = config_path.parent
+        config = parse(config_path.read_text(encoding="utf-8"), where=str(config_path))
+        runner = config.platform == "onnxruntime_onnx"
+        if runner:
+            config = python_runner_config(config, "onnx", encoder_threads)
+        on_gpu = any(group.kind == pb.ModelInstanceGroup.KIND_GPU for group in config.instance_group)
+        if on_gpu and not gpu:
+            log.warning("%s targets a GPU but this host has none: serving it on CPU", model_dir.name)
+            for group in config.instance_group:
+                group.kind = pb.ModelInstanceGroup.KIND_CPU
+                group.ClearField("gpus")
+        if not runner and not (on_gpu and not gpu):
+            (target / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
+            continue
+        view = target / model_dir.name
+        for version in (p for p in model_dir.iterdir() if p.is_dir()):
+            (view / version.name).mkdir(parents=True)
+            for item in version.iterdir():
+                (view / version.name / item.name).symlink_to(item.resolve())
+            if runner:
+                install_runner(view / version.name, "onnx")
+        (view / "config.pbtxt").write_text(render(config), encoding="utf-8")
+    return target
+
+
+class TritonServer:
+    """One tritonserver process group: start, wait ready, stop (idempotent), restart; usable as a context."""
+
+    def __init__(self, settings: ServerSettings):
+        settings = replace(settings, repository=Path(settings.repository).absolute())
+        ports = {f: getattr(settings, f) or free_port(settings.host)
+                 for f in ("http_port", "grpc_port", "metrics_port")}
+        self.settings = replace(settings, **ports)
+        self.manifest = read_manifest(self.settings.repository)
+        self.process: subprocess.Popen | None = None
+        self._work: tempfile.TemporaryDirectory | None = None
+        self.log_path: Path | None = None
+
+    # -- endpoints -------------------------------------------------------------------------------------------
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
+
+    @property
+    def http_url(self) -> str:
+        """host:port for tritonclient.http (no scheme, as tritonclient expects)."""
+        return f"{self._client_host}:{self.settings.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self.settings.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self._client_host}:{self.settings.metrics_port}/metrics"
+
+    @property
+    def models(self) -> list[str]:
+        """The public (ensemble) model names this repository serves."""
+        return [m["name"] for m in self.manifest["models"]]
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> "TritonServer":
+        """Launch and wait for /v2/health/ready; on failure stop everything and raise :class:`ServeError`."""
+        if self.process is not None and self.process.poll() is None:
+            return self
+        if self.settings.host == "0.0.0.0":
+            log.warning("binding 0.0.0.0: the server is reachable from other hosts and has no authentication")
+        self._work = tempfile.TemporaryDirectory(prefix="emb-provider-serve-")
+        work = Path(self._work.name)
+        self.log_path = work / "tritonserver.log"
+        command, env = self._command(work)
+        log.info("starting %s", " ".join(command))
+        with open(self.log_path, "wb") as log_file:
+            self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _command(self, work: Path) -> tuple[list[str], dict[str, str]]:
+        s = self.settings
+        env = dict(os.environ)
+        if s.tritonserver:
+            binary, repository, extra = _external_tritonserver(s.tritonserver), s.repository, []
+        else:
+            binary = bundled_tritonserver()
+            _check_stub_environment()
+            repository = make_local_view(s.repository, work / "repository", gpu=gpu_available(),
+                                         encoder_threads=s.encoder_threads)
+            extra = [f"--backend-directory={make_backend_dir(binary, work / 'backends')}"]
+            libs = binary.parents[3] / "nvidia_pytriton.libs"
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH")) if p)
+        # The python stub runs the first python3 on PATH: this interpreter's environment (deps, numpy<2).
+        env["PATH"] = os.pathsep.join([str(Path(sys.prefix) / "bin"), env.get("PATH", "")])
+        command = [str(binary), f"--model-repository={repository}", *extra,
+                   f"--http-address={s.host}", f"--http-port={s.http_port}",
+                   f"--grpc-address={s.host}", f"--grpc-port={s.grpc_port}",
+                   f"--metrics-address={s.host}", f"--metrics-port={s.metrics_port}",
+                   "--exit-on-error=false", f"--exit-timeout-secs={s.exit_timeout}",
+                   f"--log-verbose={s.log_verbose}"]
+        return command, env
+
+    def _get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, OSError):
+            return 0
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServeError(self._failure(f"tritonserver exited with code {self.process.returncode}"))
+            if self._get("/v2/health/ready") == 200:
+                log.info("tritonserver ready: HTTP %s, gRPC %s", self.http_url, self.grpc_url)
+                return
+            failed = self._failed_models()
+            if failed:
+                raise ServeError(self._failure(f"model(s) failed to load: {failed}"))
+            time.sleep(0.25)
+        raise ServeError(self._failure(f"not ready after {self.settings.ready_timeout:.0f} s"))
+
+    def _failed_models(self) -> str:
+        """'name: reason' for every model the server gave up on (repository index), '' when none has."""
+        import json
+
+        if self._get("/v2/health/live") != 200:
+            return ""
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                index = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return ""
+        return "; ".join(f"{m['name']}: {m.get('reason') or m.get('state')}" for m in index
+                         if m.get("state") == "UNAVAILABLE" and m.get("reason"))
+
+    def _failure(self, what: str) -> str:
+        return f"{what}\n--- tritonserver log tail ({self.log_path}) ---\n{self.log_tail()}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the whole process group, wait up to exit_timeout, then SIGKILL what is left."""
+        process, self.process = self.process, None
+        if process is not None:
+            pgid = process.pid  # start_new_session: the group id is the server's pid
+            _signal_group(pgid, sig)
+            try:
+                process.wait(timeout=self.settings.exit_timeout + 5)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not exit in time; killing its process group")
+            _signal_group(pgid, signal.SIGKILL)
+            process.wait()
+            _wait_group_gone(pgid)
+        if self._work is not None:
+            self._work.cleanup()
+            self._work = None
+
+    def restart(self) -> "TritonServer":
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while group_members(pgid) and time.monotonic() < deadline:
+        _signal_group(pgid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _check_stub_environment() -> None:
+    """The python stub runs in this environment: numpy must be < 2 there (BYTES tensors break otherwise)."""
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise ConfigError(f"numpy {numpy.__version__} is installed in {sys.prefix}; the Triton python stub needs "
+                          "numpy<2 in the serving environment: pip install 'numpy<2'")
+    for module in ("tokenizers", "onnxruntime"):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{module} is missing from {sys.prefix}, which the python-backend models run in: "
+                              f"pip install {module}")
+
+
+__all__ = ["ServeError", "ServerSettings", "TritonServer", "free_port", "make_local_view", "RUNTIME_DIR"]

@@ -1,0 +1,214 @@
+"""The ``config.pbtxt`` of each generated Triton model, built as ``inference.ModelConfig`` protobuf messages.
+
+Per repository name ``<name>`` three models are generated (the public contract is the ensemble's tensors):
+
+- ``<name>``: ensemble, ``TEXT`` (TYPE_STRING, dims [1]) -> ``EMBEDDING`` (TYPE_FP32, dims [dim]);
+- ``<name>_tokenizer``: python backend running Hugging Face ``tokenizers`` (CPU);
+- ``<name>_encoder``: ONNX routes use the NGC image's native ``onnxruntime_onnx`` platform; torch routes use a
+  python-backend model that loads the safetensors artefact.
+
+The published configs are NGC-native. :func:`python_runner_config` derives the python-backend variant of a native
+ONNX encoder, which the local launcher needs because the pip ``tritonserver`` binary has only the python backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .plan import Plan
+from .triton_schema import model_config_pb2
+
+TEXT_INPUT = "TEXT"
+EMBEDDING_OUTPUT = "EMBEDDING"
+ENCODER_OUTPUT = "sentence_embedding"
+TOKENIZER_DIR = "tokenizer"
+WARMUP_SEQ_LEN = 16
+
+# The python-backend encoder model loads its runtime class from a file copied next to it: runtime -> (file, class).
+RUNTIME_LOADERS: dict[str, tuple[str, str]] = {
+    "onnx": ("onnx_encoder.py", "OnnxEncoder"),
+    "torch": ("torch_encoder.py", "TorchEncoder"),
+}
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Knobs of the generated configs; defaults suit a CPU box and a single GPU alike."""
+
+    max_batch_size: int = 64
+    queue_delay_us: int = 500
+    tensorrt: bool = False
+    max_texts_per_request: int = 64
+    max_text_bytes: int = 65536
+    encoder_threads: int = 0  # ORT intra-op threads; 0 = let the runtime pick (the number of cores)
+
+    def __post_init__(self) -> None:
+        _check_range("--max-batch-size", self.max_batch_size, 1, 4096)
+        _check_range("--queue-delay-us", self.queue_delay_us, 0, 10_000_000)
+        _check_range("--max-texts-per-request", self.max_texts_per_request, 1, self.max_batch_size,
+                     hint="(at most --max-batch-size)")
+        _check_range("--max-text-bytes", self.max_text_bytes, 1, 64 * 1024 * 1024)
+        _check_range("--encoder-threads", self.encoder_threads, 0, 1024)
+
+
+def _check_range(flag: str, value: int, low: int, high: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{flag}={value!r} is out of range; allowed: an integer from {low} to {high} {hint}".rstrip())
+
+
+@dataclass(frozen=True)
+class ArtefactInfo:
+    """What the configs need to know about one artefact (read from its report.json)."""
+
+    dim: int
+    max_seq_length: int
+    inputs: tuple[str, ...]
+    runtime: str
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any]) -> "ArtefactInfo":
+        missing = [k for k in ("dim", "max_seq_length", "inputs", "runtime", "output") if k not in report]
+        if missing:
+            raise ConfigError(f"artefact report.json lacks {missing}; re-export the artefact")
+        if report["output"] != ENCODER_OUTPUT:
+            raise ConfigError(f"artefact output {report['output']!r} is not {ENCODER_OUTPUT!r}")
+        if report["runtime"] not in RUNTIME_LOADERS:
+            raise ConfigError(f"artefact runtime {report['runtime']!r} is not one of {sorted(RUNTIME_LOADERS)}")
+        return cls(int(report["dim"]), int(report["max_seq_length"]), tuple(report["inputs"]), report["runtime"])
+
+
+def _pb():
+    return model_config_pb2()
+
+
+def _set_parameters(config, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = str(value)
+
+
+def _token_tensors(container, names: tuple[str, ...], *, ragged: bool = False) -> None:
+    for name in names:
+        tensor = container.add(name=name, data_type=_pb().TYPE_INT64, dims=[-1])
+        if ragged:
+            tensor.allow_ragged_batch = True
+
+
+def _instance_group(config, gpu: bool, count: int) -> None:
+    kind = _pb().ModelInstanceGroup.KIND_GPU if gpu else _pb().ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(kind=kind, count=count)
+
+
+def _public_parameters(plan: Plan, spec: ArtefactInfo) -> dict[str, Any]:
+    """Recorded on the ensemble and the encoder so that clients can read them from the model config."""
+    return {"precision": plan.precision, "route": plan.route, "dim": spec.dim, "model": plan.model,
+            "max_seq_length": spec.max_seq_length, "target_device": plan.device}
+
+
+def ensemble_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions):
+    """The public entry point: TEXT in, EMBEDDING out, tokenizer then encoder."""
+    pb = _pb()
+    config = pb.ModelConfig(name=plan.name, platform="ensemble", max_batch_size=options.max_batch_size)
+    config.input.add(name=TEXT_INPUT, data_type=pb.TYPE_STRING, dims=[1])
+    config.output.add(name=EMBEDDING_OUTPUT, data_type=pb.TYPE_FP32, dims=[spec.dim])
+    tokenize = config.ensemble_scheduling.step.add(model_name=tokenizer_name(plan.name), model_version=-1)
+    tokenize.input_map[TEXT_INPUT] = TEXT_INPUT
+    encode = config.ensemble_scheduling.step.add(model_name=encoder_name(plan.name), model_version=-1)
+    for tensor in spec.inputs:
+        tokenize.output_map[tensor] = tensor
+        encode.input_map[tensor] = tensor
+    encode.output_map[ENCODER_OUTPUT] = EMBEDDING_OUTPUT
+    _set_parameters(config, _public_parameters(plan, spec))
+    return config
+
+
+def tokenizer_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions):
+    """Python-backend tokenizer; limits live in its parameters and are enforced per request."""
+    pb = _pb()
+    config = pb.ModelConfig(name=tokenizer_name(plan.name), backend="python", max_batch_size=options.max_batch_size)
+    config.input.add(name=TEXT_INPUT, data_type=pb.TYPE_STRING, dims=[1])
+    _token_tensors(config.output, spec.inputs)
+    config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us
+    _instance_group(config, gpu=False, count=1)
+    _set_parameters(config, {"max_seq_length": spec.max_seq_length, "tokenizer_dir": TOKENIZER_DIR,
+                             "max_texts_per_request": options.max_texts_per_request,
+                             "max_text_bytes": options.max_text_bytes})
+    warmup = config.model_warmup.add(name="empty_text", batch_size=1)
+    warmup.inputs[TEXT_INPUT].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_STRING, dims=[1], zero_data=True))
+    return config
+
+
+def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, gpu: bool):
+    """The encoder: native ONNX Runtime for onnx routes, the python-backend runner for torch routes."""
+    pb = _pb()
+    config = pb.ModelConfig(name=encoder_name(plan.name), max_batch_size=options.max_batch_size)
+    if spec.runtime == "onnx":
+        config.platform = "onnxruntime_onnx"
+        config.default_model_filename = "model.onnx"
+        _set_parameters(config, _ort_parameters(plan, options, gpu))
+        if options.tensorrt:
+            if not gpu:
+                raise ConfigError(f"--tensorrt needs a GPU target; {plan.name} targets {plan.device}")
+            trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+            trt.parameters["precision_mode"] = "FP16"
+            trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
+            trt.parameters["trt_engine_cache_enable"] = "1"
+            trt.parameters["trt_engine_cache_path"] = f"/tmp/trt_cache/{plan.name}"
+    else:
+        config.backend = "python"
+        _set_parameters(config, _runner_parameters(spec.runtime, options))
+    _token_tensors(config.input, spec.inputs, ragged=spec.runtime != "onnx")
+    config.output.add(name=ENCODER_OUTPUT, data_type=pb.TYPE_FP32, dims=[spec.dim])
+    config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us
+    _instance_group(config, gpu=gpu, count=plan.memory.instance_count)
+    _set_parameters(config, _public_parameters(plan, spec))
+    warmup = config.model_warmup.add(name="zeros", batch_size=1)
+    for tensor in spec.inputs:
+        warmup.inputs[tensor].CopyFrom(
+            pb.ModelWarmup.Input(data_type=pb.TYPE_INT64, dims=[WARMUP_SEQ_LEN], zero_data=True))
+    return config
+
+
+def _ort_parameters(plan: Plan, options: ServingOptions, gpu: bool) -> dict[str, Any]:
+    """onnxruntime backend parameters: threads, and the plan's memory settings on GPU targets."""
+    params: dict[str, Any] = {"intra_op_thread_count": options.encoder_threads}
+    if gpu:
+        strategy = {"kNextPowerOfTwo": 0, "kSameAsRequested": 1}[plan.memory.ort_arena_extend_strategy]
+        params["arena_extend_strategy"] = strategy
+        if plan.memory.ort_gpu_mem_limit_bytes:
+            params["gpu_mem_limit"] = plan.memory.ort_gpu_mem_limit_bytes
+    return params
+
+
+def _runner_parameters(runtime: str, options: ServingOptions) -> dict[str, Any]:
+    loader, cls = RUNTIME_LOADERS[runtime]
+    return {"runtime_loader": loader, "runtime_class": cls, "threads": options.encoder_threads}
+
+
+def python_runner_config(native, runtime: str = "onnx", threads: int = 0):
+    """A python-backend copy of a native ONNX encoder config (same tensors, batching, warm-up and parameters).
+
+    Inputs become ragged-batchable: the runner pads the requests of a dynamic batch to one length itself, which
+    the native backend cannot do.
+    """
+    config = _pb().ModelConfig()
+    config.CopyFrom(native)
+    config.ClearField("platform")
+    config.ClearField("default_model_filename")
+    config.optimization.ClearField("execution_accelerators")
+    if not config.optimization.ListFields():
+        config.ClearField("optimization")
+    config.backend = "python"
+    for tensor in config.input:
+        tensor.allow_ragged_batch = True
+    _set_parameters(config, _runner_parameters(runtime, ServingOptions(encoder_threads=threads)))
+    return config
+
+
+def tokenizer_name(name: str) -> str:
+    return f"{name}_tokenizer"
+
+
+def encoder_name(name: str) -> str:
+    return f"{name}_encoder"
