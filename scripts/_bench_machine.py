@@ -1,0 +1,87 @@
+"""What the numbers were measured on: CPU, cores, RAM, load, library versions; and resident-memory probes.
+
+The load average is recorded at the start and the end of a run because on a shared machine it explains more
+of the spread than anything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import resource
+from importlib import metadata
+from typing import Any, Iterable
+
+import psutil
+
+LIBRARIES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
+             "tokenizers", "bitsandbytes", "tritonclient", "nvidia-pytriton", "numpy", "optimum")
+MIB = 1024 * 1024
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (falls back to platform.processor())."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the numbers (absent ones are left out)."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine() -> dict[str, Any]:
+    """Host facts for the report header."""
+    return {
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "libraries": versions(),
+    }
+
+
+def today() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def self_rss_mb() -> float:
+    """This process's resident set size now."""
+    return psutil.Process().memory_info().rss / MIB
+
+
+def self_peak_rss_mb() -> float:
+    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tree_rss_mb(pid: int) -> dict[str, float]:
+    """RSS of a process and all its descendants, keyed by ``"<pid> <cmdline>"`` (processes that vanish skipped)."""
+    try:
+        root = psutil.Process(pid)
+        processes: Iterable[psutil.Process] = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
+    found = {}
+    for proc in processes:
+        try:
+            found[f"{proc.pid} {' '.join(proc.cmdline())}"] = proc.memory_info().rss / MIB
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
