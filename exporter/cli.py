@@ -15,6 +15,8 @@ from .errors import ConfigError, ModelError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("exporter.cmd_plan", "show, per model, the resolved precision and why"),
+    "build": ("exporter.cmd_build", "export the planned models and publish a Triton model repository"),
+    "serve": ("exporter.cmd_serve", "run a real local Triton server over a built repository"),
 }
 
 

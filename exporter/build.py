@@ -1,0 +1,59 @@
+"""``exporter build``: plans -> one artefact per model (the export step) -> a published Triton repository.
+
+Everything is produced inside the repository's staging directory (see :func:`exporter.repository.staging`), so a
+failed quality gate, a crash or a SIGKILL half-way leaves the previously published repository exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ModelError
+from .plan import Plan
+from .repository import ModelEntry, assemble, publish, staging
+from .triton_config import ServingOptions
+
+log = logging.getLogger(__name__)
+
+ARTEFACTS = ".artefacts"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build published: where, the manifest it wrote, and how long it took."""
+
+    repository: Path
+    manifest: dict[str, Any]
+    seconds: float
+
+
+def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], repository: Path,
+                     options: ServingOptions = ServingOptions(), export_options: Any = None) -> BuildResult:
+    """Export every planned model and publish the repository atomically; raises before publishing on any error.
+
+    ``model_dirs`` maps model id -> local directory (or the ModelError that says why it is unavailable), as
+    :func:`exporter.context.load_context` gives it.
+    """
+    from .artefact import ExportOptions, export_artefact
+
+    start = time.perf_counter()
+    with staging(Path(repository)) as root:
+        entries = []
+        for plan in plans:
+            model_dir = model_dirs[plan.model]
+            if isinstance(model_dir, ModelError):
+                raise model_dir
+            log.info("exporting %s as %s (%s, %s)", plan.model, plan.name, plan.precision, plan.route)
+            artefact = export_artefact(plan, Path(model_dir), root / ARTEFACTS, export_options or ExportOptions())
+            entries.append(ModelEntry(plan, Path(artefact)))
+        manifest = assemble(root, entries, options)
+        shutil.rmtree(root / ARTEFACTS, ignore_errors=True)
+        publish(root, Path(repository))
+    seconds = time.perf_counter() - start
+    log.info("built %s (%d model(s)) in %.1f s", repository, len(plans), seconds)
+    return BuildResult(Path(repository).absolute(), manifest, seconds)

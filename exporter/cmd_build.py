@@ -1,0 +1,58 @@
+"""``exporter build``: export the planned models and publish a Triton model repository (atomically)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .build import build_repository
+from .context import add_model_arguments, load_context
+from .triton_config import ServingOptions
+
+DEFAULT_REPOSITORY = "model_repository"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    defaults = ServingOptions()
+    parser.add_argument("--repository", default=DEFAULT_REPOSITORY, metavar="DIR",
+                        help=f"repository to (re)publish (default ./{DEFAULT_REPOSITORY})")
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, metavar="N",
+                        help=f"Triton max_batch_size of every model (default {defaults.max_batch_size})")
+    parser.add_argument("--queue-delay-us", type=int, default=defaults.queue_delay_us, metavar="US",
+                        help="dynamic batching: longest wait for more requests, microseconds "
+                             f"(default {defaults.queue_delay_us})")
+    parser.add_argument("--max-texts-per-request", type=int, metavar="N",
+                        help="texts per request the tokenizer accepts (default: --max-batch-size)")
+    parser.add_argument("--max-text-bytes", type=int, default=defaults.max_text_bytes, metavar="B",
+                        help=f"UTF-8 bytes per text the tokenizer accepts (default {defaults.max_text_bytes})")
+    parser.add_argument("--encoder-threads", type=int, default=defaults.encoder_threads, metavar="N",
+                        help="ONNX Runtime intra-op threads per encoder instance (default 0: one per core)")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="GPU targets: add the TensorRT execution accelerator (FP16) to ONNX encoders")
+
+
+def serving_options(args: argparse.Namespace) -> ServingOptions:
+    return ServingOptions(
+        max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us, tensorrt=args.tensorrt,
+        max_texts_per_request=args.max_texts_per_request or args.max_batch_size,
+        max_text_bytes=args.max_text_bytes, encoder_threads=args.encoder_threads)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = serving_options(args)  # bad flags fail before any export work
+    ctx = load_context(args)
+    result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options)
+    if args.json:
+        print(json.dumps({"repository": str(result.repository), "seconds": round(result.seconds, 2),
+                          **result.manifest}, indent=2))
+        return 0
+    print(f"published {result.repository} in {result.seconds:.1f} s")
+    rows = [("MODEL (ensemble)", "PRECISION", "ROUTE", "DIM", "SOURCE")]
+    rows += [(m["name"], m["precision"], m["route"], str(m["dim"]), m["model"]) for m in result.manifest["models"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print("serve it with: python -m exporter serve --repository", args.repository)
+    return 0

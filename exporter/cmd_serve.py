@@ -1,0 +1,87 @@
+"""``exporter serve``: a real local Triton over a built repository, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from .cmd_build import DEFAULT_REPOSITORY
+from .config import Config
+from .serve import ServeError, ServerSettings, TritonServer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ServerSettings(repository=DEFAULT_REPOSITORY)
+    parser.add_argument("--repository", default=DEFAULT_REPOSITORY, metavar="DIR",
+                        help=f"repository written by 'exporter build' (default ./{DEFAULT_REPOSITORY})")
+    parser.add_argument("--host", default=defaults.host,
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the server, with a warning)")
+    for name in ("http", "grpc", "metrics"):
+        port = getattr(defaults, f"{name}_port")
+        parser.add_argument(f"--{name}-port", type=int, default=port, metavar="P",
+                            help=f"{name} port (default {port}; 0 picks a free one)")
+    parser.add_argument("--tritonserver", metavar="PATH",
+                        help="tritonserver binary to run (e.g. inside the NGC image); default: the one bundled in "
+                             "nvidia-pytriton, with ONNX encoders run by a python-backend ONNX Runtime model")
+    parser.add_argument("--ready-timeout", type=float, default=defaults.ready_timeout, metavar="S",
+                        help=f"seconds to wait for /v2/health/ready (default {defaults.ready_timeout:.0f})")
+    parser.add_argument("--encoder-threads", type=int, default=0, metavar="N",
+                        help="local view only: ONNX Runtime intra-op threads per encoder (default 0: one per core)")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="overrides EMB_PROVIDER_LOG_LEVEL")
+    parser.add_argument("--json", action="store_true", help="print the endpoints as one JSON line when ready")
+
+
+def run(args: argparse.Namespace) -> int:
+    Config.from_env().with_overrides(log_level=args.log_level).configure_logging()
+    for flag in ("http_port", "grpc_port", "metrics_port"):
+        if not 0 <= getattr(args, flag) <= 65535:
+            print(f"error: --{flag.replace('_', '-')}={getattr(args, flag)} is not a port; allowed: 0-65535",
+                  file=sys.stderr)
+            return 2
+    server = TritonServer(ServerSettings(
+        repository=args.repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, tritonserver=args.tritonserver, ready_timeout=args.ready_timeout,
+        encoder_threads=args.encoder_threads))
+    received: list[int] = []
+    stop = threading.Event()
+
+    def forward(signum, _frame):
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            server.start()
+        except ServeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _print_endpoints(server, args.json)
+        while not stop.wait(0.5):
+            if server.process is None or server.process.poll() is not None:
+                print(f"error: tritonserver exited unexpectedly\n{server.log_tail()}", file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        server.stop(received[0] if received else signal.SIGTERM)
+        print("tritonserver stopped", file=sys.stderr)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_endpoints(server: TritonServer, as_json: bool) -> None:
+    endpoints = {"http": f"http://{server.http_url}", "grpc": server.grpc_url, "metrics": server.metrics_url,
+                 "models": server.models, "pid": server.process.pid}
+    if as_json:
+        print(json.dumps(endpoints), flush=True)
+        return
+    print(f"Triton ready (pid {endpoints['pid']}); Ctrl-C stops it", flush=True)
+    print(f"  HTTP     {endpoints['http']}   (health: {endpoints['http']}/v2/health/ready)")
+    print(f"  gRPC     {endpoints['grpc']}")
+    print(f"  metrics  {endpoints['metrics']}")
+    for name in endpoints["models"]:
+        print(f"  model    {name}: input TEXT (BYTES [n,1]) -> output EMBEDDING (FP32 [n,dim])", flush=True)
