@@ -1,0 +1,162 @@
+"""The public entry point: build, verify and publish one artefact directory per plan.
+
+``export_artefact(plan, model_dir, out_root, options)`` runs the plan's route (:mod:`exporter.routes`), copies
+the tokenizer, runs the quality gate through the artefact's own runtime loader, writes ``report.json`` and then
+publishes ``out_root/<plan.name>/`` atomically: everything is written to a temporary directory beside it and
+renamed into place only when complete, so a failed or interrupted build never leaves a half-written artefact
+and an existing previous artefact stays intact until the new one is ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
+from .plan import Plan
+from .precisions import ROUTES, route_for
+from .routes import ROUTE_BUILDERS, BuildJob, RouteResult
+from .runtime.onnx_encoder import OnnxEncoder
+from .runtime.torch_encoder import TorchEncoder
+from .verification_set import verification_sentences
+from .verify import ExportError, GateError, GateResult, reference_embeddings, run_gate
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.json"
+TOKENIZER_DIR = "tokenizer"
+RUNTIMES: dict[str, Callable[[str], Any]] = {"onnx": OnnxEncoder, "torch": TorchEncoder}
+_VERSIONED = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "bitsandbytes",
+              "tokenizers", "safetensors", "emb-provider")
+
+__all__ = ["ExportError", "ExportOptions", "GateError", "export_artefact"]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to build: per-precision gate threshold overrides (precision -> min cosine), whether a failing gate
+    is accepted (recorded in the report), whether model code from the hub may run, and how many verification
+    sentences to use (``None``: the whole set)."""
+
+    thresholds: dict[str, float] | None = None
+    accept_degraded: bool = False
+    trust_remote_code: bool = False
+    verification_limit: int | None = None
+
+    def threshold(self, precision: str) -> float:
+        """The gate threshold for ``precision``: the override if given, else the route's default."""
+        if self.thresholds and precision in self.thresholds:
+            return float(self.thresholds[precision])
+        return route_for(precision).min_cosine
+
+
+def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: ExportOptions = ExportOptions()) -> Path:
+    """Build, gate and atomically publish ``out_root/<plan.name>/``; returns that path.
+
+    Raises :class:`GateError` when the gate fails (unless ``options.accept_degraded``), :class:`ExportError`
+    for a route this build cannot make, :class:`~exporter.errors.ModelError` for an unusable model directory.
+    """
+    builder = ROUTE_BUILDERS.get(plan.route)
+    if builder is None:
+        raise ExportError(f"route {plan.route!r} has no builder; available: {', '.join(sorted(ROUTE_BUILDERS))}")
+    started = time.perf_counter()
+    spec = read_encoder_spec(Path(model_dir), plan.max_length)
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{plan.name}.building-", dir=out_root))
+    try:
+        result = builder(BuildJob(plan, spec, options.trust_remote_code), work)
+        with result.timed("tokenizer"):
+            copy_tokenizer(spec, work / TOKENIZER_DIR)
+        with result.timed("gate"):
+            gate = _gate(plan, spec, work, options)
+        result.timings["total"] = round(time.perf_counter() - started, 3)
+        report = _report(plan, spec, work, result, gate)
+        (work / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return _publish(work, out_root / plan.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions) -> GateResult:
+    sentences = verification_sentences(options.verification_limit)
+    reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, options.trust_remote_code)
+    encoder = RUNTIMES[plan.runtime](str(work))
+    return run_gate(encoder, work / TOKENIZER_DIR, reference, sentences, spec.max_seq_length,
+                    options.threshold(plan.precision), accept_degraded=options.accept_degraded,
+                    label=f"{plan.name} ({plan.precision}, {plan.route})")
+
+
+def _publish(work: Path, final: Path) -> Path:
+    """Swap ``work`` into ``final``; the previous artefact is moved aside first and restored on failure."""
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}") if final.exists() else None
+    if old is not None:
+        final.rename(old)
+    try:
+        work.rename(final)
+    except BaseException:
+        if old is not None:
+            old.rename(final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("published %s", final)
+    return final
+
+
+def _file_records(root: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        records[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return records
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate: GateResult) -> dict[str, Any]:
+    files = _file_records(work)
+    weight_bytes = sum(files[f]["bytes"] for f in result.files if f in files)
+    return {
+        "name": plan.name,
+        "model": plan.model,
+        "precision": plan.precision,
+        "route": plan.route,
+        "runtime": ROUTES[plan.precision].runtime,
+        "dim": spec.dim,
+        "max_seq_length": spec.max_seq_length,
+        "inputs": list(spec.inputs),
+        "output": OUTPUT_NAME,
+        "files": files,
+        "weights_bytes": weight_bytes,
+        "fp32_bytes": result.fp32_bytes,
+        "size_ratio_vs_fp32": round(weight_bytes / result.fp32_bytes, 4) if result.fp32_bytes else None,
+        "plan": plan.to_dict(),
+        "encoder": spec_summary(spec),
+        "route_details": result.details,
+        "gate": gate.to_dict(),
+        "timings": result.timings,
+        "versions": _versions(),
+        "device": plan.device,
+    }

@@ -1,0 +1,235 @@
+"""The encoder graph: Hugging Face ``AutoModel`` + the model's own sentence-transformers modules, as one module.
+
+Exporters usually drop pooling (optimum issues #1145, #1519), so the served vector would differ from what
+sentence-transformers gives. We read ``modules.json`` and each module's own config (``1_Pooling/config.json``,
+``Dense``, ``Normalize``) and build one :class:`~exporter.runtime.torch_encoder.SentenceEncoder`: token ids in,
+the final sentence vector out. The ONNX routes export it with ``torch.onnx.export``; the torch routes save its
+weights and the metadata (:func:`encoder_metadata`) their runtime loader rebuilds it from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelError
+from .runtime.torch_encoder import POOLING_MODES, SentenceEncoder, dense_layer
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "sentence_embedding"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
+# sentence-transformers Pooling config keys, in the order it concatenates them when several are on
+_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+                 "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+                 "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+_MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the model's sentence-transformers files say the encoder is (read once, shared by every route)."""
+
+    model_dir: Path
+    transformer_dir: Path
+    pooling: tuple[str, ...]
+    dense: tuple[dict[str, Any], ...] = ()
+    dense_dirs: tuple[Path, ...] = ()
+    normalize: bool = True
+    max_seq_length: int = 512
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask")
+    sentence_transformers: bool = True
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        """Width of the output vector (the last Dense layer's, else pooled hidden size x modes)."""
+        if self.dense:
+            return int(self.dense[-1]["out_features"])
+        return int(self.config["hidden_size"]) * len(self.pooling)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path.parent} is not a complete sentence-transformers module: {path.name} is "
+                         "missing") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _pooling_modes(config: dict[str, Any], where: Path) -> tuple[str, ...]:
+    if isinstance(config.get("pooling_mode"), str):  # newer single-key form
+        modes = [config["pooling_mode"].replace("_tokens", "").replace("_token", "")]
+    else:
+        modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
+    bad = [m for m in modes if m not in POOLING_MODES]
+    if not modes or bad:
+        raise ModelError(f"{where}: pooling {bad or 'none'} is not supported; allowed: {', '.join(POOLING_MODES)}")
+    if config.get("include_prompt") is False:
+        raise ModelError(f"{where}: include_prompt=false is not supported (the graph cannot know the prompt length)")
+    return tuple(modes)
+
+
+def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> EncoderSpec:
+    """Parse ``modules.json`` and the module configs; a plain HF model gets mean pooling + normalize (WARNING)."""
+    model_dir = Path(model_dir)
+    modules_file = model_dir / "modules.json"
+    transformer_dir, pooling, normalize = model_dir, ("mean",), True
+    dense: list[dict[str, Any]] = []
+    dense_dirs: list[Path] = []
+    is_st = modules_file.is_file()
+    if not is_st:
+        log.warning("%s has no modules.json (not a sentence-transformers model): using mean pooling + L2 "
+                    "normalize", model_dir)
+    else:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        normalize, pooling = False, ()
+        for entry in modules:
+            kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+            path = model_dir / entry.get("path", "")
+            if kind == "Transformer":
+                transformer_dir = path
+            elif kind == "Pooling":
+                pooling = _pooling_modes(_read_json(path / "config.json"), path / "config.json")
+            elif kind == "Dense":
+                dense.append(_read_json(path / "config.json"))
+                dense_dirs.append(path)
+            elif kind == "Normalize":
+                normalize = True
+            else:
+                raise ModelError(f"{modules_file}: module type {entry.get('type')!r} is not supported; "
+                                 f"allowed: {', '.join(_MODULE_KINDS)}")
+        if not pooling:
+            raise ModelError(f"{modules_file} lists no Pooling module; the encoder needs one")
+    config = _read_json(transformer_dir / "config.json")
+    return EncoderSpec(
+        model_dir=model_dir, transformer_dir=transformer_dir, pooling=pooling, dense=tuple(dense),
+        dense_dirs=tuple(dense_dirs), normalize=normalize,
+        max_seq_length=max_length or _model_max_length(transformer_dir, config),
+        inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config)
+
+
+def _model_max_length(transformer_dir: Path, config: dict[str, Any]) -> int:
+    """sentence_bert_config.json's max_seq_length, else the tokenizer's, capped by the position table."""
+    limit = int(config.get("max_position_embeddings") or 512)
+    st_config = transformer_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = _read_json(st_config).get("max_seq_length")
+        if value:
+            return min(int(value), limit)
+    tok_config = transformer_dir / "tokenizer_config.json"
+    value = _read_json(tok_config).get("model_max_length") if tok_config.is_file() else None
+    return min(int(value), limit) if isinstance(value, (int, float)) and value < 1e6 else limit
+
+
+def _input_names(transformer_dir: Path, config: dict[str, Any]) -> tuple[str, ...]:
+    """input_ids, attention_mask, and token_type_ids when the tokenizer emits them and the model has a table."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(transformer_dir))
+    names = set(tokenizer.model_input_names)
+    if int(config.get("type_vocab_size") or 0) < 1:
+        names.discard("token_type_ids")
+    return tuple(n for n in INPUT_ORDER if n in names or n != "token_type_ids")
+
+
+def encoder_metadata(spec: EncoderSpec, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The architecture part of ``encoder.json``: what the torch runtime loader needs to rebuild the module."""
+    return {"config": spec.config, "pooling": list(spec.pooling),
+            "dense": [dict(d) for d in spec.dense], "normalize": spec.normalize, "inputs": list(spec.inputs),
+            "dim": spec.dim, "max_seq_length": spec.max_seq_length, "trust_remote_code": trust_remote_code}
+
+
+def _load_dense_weights(layer: torch.nn.Module, directory: Path) -> None:
+    """Dense weights from safetensors (or a weights-only torch file; never unpickles arbitrary objects)."""
+    st_file, bin_file = directory / "model.safetensors", directory / "pytorch_model.bin"
+    if st_file.is_file():
+        from safetensors.torch import load_file
+        state = load_file(str(st_file))
+    elif bin_file.is_file():
+        state = torch.load(str(bin_file), map_location="cpu", weights_only=True)
+    else:
+        raise ModelError(f"{directory} is a Dense module without weights: model.safetensors is missing")
+    layer[0].load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+
+
+def load_encoder(spec: EncoderSpec, *, trust_remote_code: bool = False,
+                 attn_implementation: str | None = "eager") -> SentenceEncoder:
+    """The fp32 encoder with the model's weights (eager attention: the pattern ORT's fusions recognise)."""
+    from transformers import AutoModel
+
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        transformer = AutoModel.from_pretrained(str(spec.transformer_dir), trust_remote_code=trust_remote_code,
+                                                dtype=torch.float32, **kwargs)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelError(f"{spec.model_dir} needs custom code; pass --trust-remote-code if you trust it") \
+                from None
+        raise
+    dense = []
+    for config, directory in zip(spec.dense, spec.dense_dirs):
+        layer = dense_layer(config)
+        _load_dense_weights(layer, directory)
+        dense.append(layer)
+    return SentenceEncoder(transformer, list(spec.pooling), dense, spec.normalize, list(spec.inputs)).eval()
+
+
+def dummy_inputs(spec: EncoderSpec, batch: int = 2, seq: int = 8) -> tuple[torch.Tensor, ...]:
+    """Example inputs for tracing, with padding in the second row so masking is part of the graph."""
+    ids = torch.randint(1000, 2000, (batch, seq), dtype=torch.int64)
+    mask = torch.ones(batch, seq, dtype=torch.int64)
+    mask[-1, seq // 2:] = 0
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    return tuple(feeds[name] for name in spec.inputs)
+
+
+def export_onnx(encoder: SentenceEncoder, spec: EncoderSpec, path: Path, opset: int = OPSET) -> Path:
+    """``torch.onnx.export`` (TorchScript exporter) with dynamic batch and sequence axes; one file, no
+    external data (models here are < 2 GB; larger ones get ``model.onnx_data`` beside it)."""
+    axes = {name: {0: "batch", 1: "sequence"} for name in spec.inputs}
+    axes[OUTPUT_NAME] = {0: "batch"}
+    with torch.inference_mode():
+        torch.onnx.export(encoder, dummy_inputs(spec), str(path), input_names=list(spec.inputs),
+                          output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset, dynamo=False,
+                          do_constant_folding=True)
+    return path
+
+
+def copy_tokenizer(spec: EncoderSpec, target: Path) -> list[Path]:
+    """Tokenizer files for the server-side tokenizer (report.json carries max_seq_length for truncation)."""
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in TOKENIZER_FILES:
+        source = spec.transformer_dir / name
+        if source.is_file():
+            copied.append(Path(shutil.copy2(source, target / name)))
+    if not (target / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer  # slow-only tokenizers: let transformers write tokenizer.json
+
+        AutoTokenizer.from_pretrained(str(spec.transformer_dir)).save_pretrained(str(target))
+        copied = [p for p in target.iterdir() if p.is_file()]
+    return copied
+
+
+def spec_summary(spec: EncoderSpec) -> dict[str, Any]:
+    """JSON-able description of the encoder for report.json."""
+    data = asdict(spec)
+    for key in ("model_dir", "transformer_dir"):
+        data[key] = str(data[key])
+    data["dense_dirs"] = [str(p) for p in spec.dense_dirs]
+    data.pop("config")
+    data["dim"] = spec.dim
+    return data

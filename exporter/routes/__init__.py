@@ -1,0 +1,14 @@
+"""One build function per route, registered in :data:`ROUTE_BUILDERS` under the route names of
+:data:`exporter.precisions.ROUTES`. Adding a route = one module here + one line below."""
+
+from __future__ import annotations
+
+from . import fp16, fp32
+from .base import BuildJob, RouteBuilder, RouteResult
+
+ROUTE_BUILDERS: dict[str, RouteBuilder] = {
+    "onnx-fp32": fp32.build,
+    "onnx-fp16": fp16.build,
+}
+
+__all__ = ["ROUTE_BUILDERS", "BuildJob", "RouteBuilder", "RouteResult"]

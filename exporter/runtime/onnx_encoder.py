@@ -1,0 +1,62 @@
+"""Run an ONNX-route artefact (``model.onnx``): token ids in, float32 sentence vectors out.
+
+Self-contained on purpose: the Triton repository writer copies this file verbatim into a python-backend model
+directory, so it imports only numpy and onnxruntime — never ``exporter``. The exporter's quality gate runs the
+artefact through this same class, so what is verified is what is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+OUTPUT_NAME = "sentence_embedding"
+
+
+class OnnxEncoder:
+    """ONNX Runtime session over ``<artefact_dir>/model.onnx``.
+
+    On ``cuda[:N]`` the CUDA execution provider is used (CPU provider as fallback for unsupported nodes) and the
+    output is bound with IO binding, so the vectors come back in one copy; on CPU ``threads`` sets intra-op
+    threads (``None``: ONNX Runtime's default, one per core).
+    """
+
+    def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None):
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        providers: list = ["CPUExecutionProvider"]
+        if self.cuda:
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+            self.device_id = index
+        self.session = ort.InferenceSession(os.path.join(artefact_dir, MODEL_FILE), options, providers=providers)
+        if self.cuda and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise RuntimeError(f"device {device!r} asked for CUDA but onnxruntime has no CUDAExecutionProvider "
+                               f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+        self.input_names: list[str] = [i.name for i in self.session.get_inputs()]
+
+    def _feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise KeyError(f"missing encoder inputs {missing}; the graph takes {self.input_names}")
+        return {name: np.ascontiguousarray(feeds[name], dtype=np.int64) for name in self.input_names}
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        arrays = self._feeds(feeds)
+        if not self.cuda:
+            return self.session.run([OUTPUT_NAME], arrays)[0]
+        binding = self.session.io_binding()
+        for name, array in arrays.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output(OUTPUT_NAME, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]

@@ -1,0 +1,194 @@
+"""Run a torch-route artefact (``model.safetensors`` + ``encoder.json``): the sentence encoder and its loader.
+
+Self-contained on purpose: the Triton repository writer copies this file verbatim into a python-backend model
+directory, so it imports only numpy, torch, transformers, safetensors and (for NF4 weights) bitsandbytes —
+never ``exporter``. The exporter imports :class:`SentenceEncoder` and :func:`pool` from here too, so the graph
+that is exported to ONNX and the module the torch routes serve are one piece of code.
+
+Weight formats are recognised by their safetensors keys, so the loader does not branch on precision names:
+
+- ``<module>.weight`` (+ ``.absmax``, ``.quant_map``, ``.quant_state.bitsandbytes__nf4`` ...): a bitsandbytes
+  NF4 ``Linear4bit`` saved by bitsandbytes itself; rebuilt with ``Params4bit.from_prequantized``.
+- ``<name>.int8`` + ``<name>.scale``: an int8 row-wise tensor (the word-embedding table of the int4 route),
+  dequantized at load time.
+- anything else: a plain tensor, cast to the compute dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ENCODER_JSON = "encoder.json"
+WEIGHTS_FILE = "model.safetensors"
+NF4_MARKER = ".quant_state.bitsandbytes__nf4"
+INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".scale"
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "torch.nn.modules.linear.Identity": nn.Identity,
+    "torch.nn.modules.activation.Tanh": nn.Tanh,
+    "torch.nn.modules.activation.ReLU": nn.ReLU,
+    "torch.nn.modules.activation.GELU": nn.GELU,
+    "torch.nn.modules.activation.Sigmoid": nn.Sigmoid,
+}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """One sentence-transformers pooling mode over ``tokens`` [batch, seq, hidden] with ``mask`` [batch, seq]."""
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    if mode == "cls":
+        return tokens[:, 0]
+    if mode == "max":
+        return torch.where(m > 0, tokens, torch.finfo(tokens.dtype).min).amax(dim=1)
+    if mode in ("mean", "mean_sqrt_len"):
+        summed = (tokens * m).sum(dim=1)
+        count = m.sum(dim=1).clamp(min=1e-9)
+        return summed / (count if mode == "mean" else count.sqrt())
+    if mode == "lasttoken":
+        # the last non-padding position, whether the tokenizer pads left or right
+        seq = mask.shape[1]
+        flipped_max, flipped_idx = mask.flip(1).max(dim=1)
+        last = torch.where(flipped_max == 0, seq - 1, seq - flipped_idx - 1)
+        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+    raise ValueError(f"pooling mode {mode!r} is not supported; allowed: {', '.join(POOLING_MODES)}")
+
+
+class SentenceEncoder(nn.Module):
+    """Transformer + pooling (+ Dense layers) (+ L2 normalize): token ids in, the final sentence vector out.
+
+    Inputs are positional in ``input_names`` order so that ONNX export and the runtime share one signature.
+    """
+
+    def __init__(self, transformer: nn.Module, pooling: list[str], dense: list[nn.Module], normalize: bool,
+                 input_names: list[str]):
+        super().__init__()
+        self.transformer = transformer
+        self.pooling = list(pooling)
+        self.dense = nn.ModuleList(dense)
+        self.normalize = normalize
+        self.input_names = list(input_names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feeds = dict(zip(self.input_names, inputs))
+        tokens = self.transformer(**feeds, return_dict=True).last_hidden_state
+        vector = torch.cat([pool(tokens, feeds["attention_mask"], mode) for mode in self.pooling], dim=-1)
+        for layer in self.dense:
+            vector = layer(vector)
+        if self.normalize:
+            vector = nn.functional.normalize(vector.float(), p=2.0, dim=-1)
+        return vector.float()
+
+
+def dense_layer(spec: dict[str, Any]) -> nn.Module:
+    """A sentence-transformers ``Dense`` module (Linear + activation) from its config.json fields."""
+    name = spec.get("activation_function") or "torch.nn.modules.linear.Identity"
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Dense activation {name!r} is not supported; allowed: {', '.join(ACTIVATIONS)}")
+    linear = nn.Linear(spec["in_features"], spec["out_features"], bias=spec.get("bias", True))
+    return nn.Sequential(linear, ACTIVATIONS[name]())
+
+
+def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None) -> SentenceEncoder:
+    """The encoder's architecture from ``encoder.json`` (random weights; the caller loads them)."""
+    from transformers import AutoConfig, AutoModel
+
+    trust = bool(meta.get("trust_remote_code", False))
+    config_dict = dict(meta["config"])
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    transformer = AutoModel.from_config(config, trust_remote_code=trust, **kwargs)
+    dense = [dense_layer(d) for d in meta.get("dense", [])]
+    return SentenceEncoder(transformer, meta["pooling"], dense, bool(meta["normalize"]), meta["inputs"])
+
+
+def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], compute: torch.dtype,
+                     device: str) -> set[str]:
+    """Swap each saved NF4 linear into a bitsandbytes ``Linear4bit``; returns the keys it consumed."""
+    import bitsandbytes as bnb
+
+    used: set[str] = set()
+    for key in [k for k in tensors if k.endswith(NF4_MARKER)]:
+        prefix = key[: -len(NF4_MARKER)]  # "<module>.weight"
+        owner = prefix.rsplit(".", 1)[0]
+        stats = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        parent_name, _, child = owner.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        old: nn.Linear = getattr(parent, child)
+        new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=old.bias is not None,
+                                compute_dtype=compute, quant_type="nf4", device="meta")
+        new.weight = bnb.nn.Params4bit.from_prequantized(tensors[prefix], stats, requires_grad=False,
+                                                         device=device, module=new)
+        if old.bias is not None:
+            new.bias = nn.Parameter(tensors[owner + ".bias"].to(device, compute), requires_grad=False)
+            used.add(owner + ".bias")
+        setattr(parent, child, new)
+        used |= {prefix} | {prefix + "." + k for k in stats}
+    return used
+
+
+def _plain_state(tensors: dict[str, torch.Tensor], skip: set[str]) -> dict[str, torch.Tensor]:
+    """Plain tensors, with int8 row-wise tables dequantized (``w = int8 * scale`` per row)."""
+    state = {}
+    for key, value in tensors.items():
+        if key in skip or key.endswith(SCALE_SUFFIX):
+            continue
+        if key.endswith(INT8_SUFFIX):
+            base = key[: -len(INT8_SUFFIX)]
+            state[base] = value.float() * tensors[base + SCALE_SUFFIX].float().unsqueeze(-1)
+        else:
+            state[key] = value
+    return state
+
+
+def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncoder, dict[str, Any]]:
+    """Rebuild the encoder of a torch-route artefact on ``device`` in the compute dtype its metadata asks for."""
+    from safetensors.torch import load_file
+
+    with open(os.path.join(artefact_dir, ENCODER_JSON), encoding="utf-8") as fh:
+        meta = json.load(fh)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    compute = DTYPES[meta["compute_dtype"][kind]]
+    module = build_module(meta, attn_implementation="sdpa" if kind == "cuda" else None)
+    tensors = load_file(os.path.join(artefact_dir, meta.get("weights", WEIGHTS_FILE)))
+    used = _set_nf4_linears(module, tensors, compute, device)
+    module.to(device)
+    for p in module.parameters():
+        if p.dtype.is_floating_point and p.__class__ is nn.Parameter:
+            p.data = p.data.to(compute)
+    state = {k: v.to(compute) for k, v in _plain_state(tensors, used).items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    problems = [k for k in missing if k not in used] + unexpected
+    if problems:
+        raise ValueError(f"{artefact_dir}: weights do not match the architecture in {ENCODER_JSON}: "
+                         f"{problems[:5]}")
+    module.eval()
+    return module, meta
+
+
+class TorchEncoder:
+    """Callable encoder over a torch-route artefact: ``feeds`` (numpy int64 [batch, seq]) -> float32 [batch, dim].
+
+    fp16 compute on GPU; the dtype per device kind comes from ``encoder.json`` ("compute_dtype").
+    """
+
+    def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device
+        self.module, self.meta = load_encoder(artefact_dir, device)
+        self.input_names: list[str] = list(self.meta["inputs"])
+
+    @torch.inference_mode()
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        args = [torch.as_tensor(np.asarray(feeds[name], dtype=np.int64), device=self.device)
+                for name in self.input_names]
+        return self.module(*args).float().cpu().numpy()
