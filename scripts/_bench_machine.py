@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import resource
 from importlib import metadata
 from typing import Any, Iterable
 
@@ -67,8 +66,13 @@ def self_rss_mb() -> float:
 
 
 def self_peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size so far: VmHWM of /proc/self/status. Not ``ru_maxrss``, which Linux
+    carries over from the parent across fork+exec and so reports the (large) benchmark parent's size."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line: peak RSS needs Linux")
 
 
 def tree_rss_mb(pid: int) -> dict[str, float]:

@@ -32,6 +32,18 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
     return tokenizer
 
 
+def read_stsb(path: Path) -> list[tuple[str, str, float]]:
+    """(sentence1, sentence2, gold score) per line of an STS-B csv (tab-separated, no header, no quoting)."""
+    pairs = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 7:
+                raise ValueError(f"{path}:{number}: {len(fields)} tab-separated fields; an STS-B row has 7 or 9")
+            pairs.append((fields[5], fields[6], float(fields[4])))
+    return pairs
+
+
 def stsb_sentences(pairs: list[tuple[str, str, float]]) -> list[str]:
     """Unique STS-B sentences in file order (sentence1 then sentence2 of each pair)."""
     seen: dict[str, None] = {}

@@ -1,0 +1,130 @@
+"""In-process runners, each measured in its own subprocess so that its resident memory is its own.
+
+``python scripts/_bench_inprocess.py SPEC.json OUT.json`` loads one runner — the sentence-transformers baseline
+or one exported artefact through the runtime loader the Triton python-backend model uses — runs every workload
+of the spec through :func:`_bench_measure.measure` (concurrency 1, one batch per call) and writes the figures
+plus RSS before loading, after loading and at peak. The parent (:func:`run_inprocess`) only launches it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("exporter.bench.inprocess")
+
+
+Call = Callable[[list[str]], Any]
+Loader = Callable[[], Call]
+
+
+def sentence_transformers_runner(spec: dict[str, Any]) -> Loader:
+    """The unconverted model as users run it: fp32 on CPU, fp16 on GPU."""
+    from sentence_transformers import SentenceTransformer
+
+    def load() -> Call:
+        model = SentenceTransformer(spec["path"], device=spec["device"])
+        if spec["device"].startswith("cuda"):
+            model.half()
+        model.max_seq_length = spec["max_length"]
+        return lambda batch: model.encode(batch, batch_size=len(batch), convert_to_numpy=True)
+
+    return load
+
+
+def artefact_runner(spec: dict[str, Any]) -> Loader:
+    """A built artefact as the served encoder runs it: the loader module and class the python-backend model
+    loads (:data:`exporter.triton_config.RUNTIME_LOADERS`) over the repository's encoder files, fed by the
+    artefact's tokenizer with the served truncation (``max_seq_length``) and per-batch padding. Only that
+    runtime's libraries are imported, so the RSS figure is what an ONNX Runtime (or torch) process pays."""
+    from transformers import AutoTokenizer
+
+    from exporter.triton_config import RUNTIME_LOADERS
+
+    report = json.loads((Path(spec["path"]) / "report.json").read_text(encoding="utf-8"))
+    loader_file, class_name = RUNTIME_LOADERS[report["runtime"]]
+    encoder_cls = getattr(importlib.import_module(f"exporter.runtime.{Path(loader_file).stem}"), class_name)
+
+    def load() -> Call:
+        encoder = encoder_cls(spec["path"], device=spec["device"])
+        tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+
+        def call(batch: list[str]) -> Any:
+            feeds = tokenizer(batch, padding=True, truncation=True, max_length=report["max_seq_length"],
+                              return_tensors="np")
+            return encoder({name: feeds[name] for name in encoder.input_names})
+
+        return call
+
+    return load
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any]], Loader]] = {
+    "sentence-transformers": sentence_transformers_runner,
+    "artefact": artefact_runner,
+}
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load the runner named in ``spec`` and measure every workload; runs inside the subprocess."""
+    from tqdm import tqdm
+
+    from _bench_machine import self_peak_rss_mb, self_rss_mb
+    from _bench_measure import Batches, Settings, measure
+
+    load = RUNNERS[spec["runner"]](spec)  # imports the runtime's libraries
+    rss_before = self_rss_mb()
+    start = time.perf_counter()
+    call = load()
+    load_s = time.perf_counter() - start
+    settings = Settings(**spec["settings"])
+    workloads = [Batches.from_dict(w) for w in spec["workloads"]]
+    results = []
+    with tqdm(total=len(workloads) * settings.repeats, desc=f"in-process {spec['label']}", unit="window",
+              file=sys.stderr, leave=False) as bar:
+        for batches in workloads:
+            bar.set_postfix_str(batches.name)
+            result = measure([call], batches, settings, on_window=lambda: bar.update(1))
+            results.append({"runner": spec["label"], **result})
+    rss = {"libraries": rss_before, "after_run": self_rss_mb(), "peak": self_peak_rss_mb(),
+           "torch_imported": "torch" in sys.modules}
+    for result in results:
+        result["rss_mb"] = rss["peak"]
+        result["model_rss_mb"] = rss["peak"] - rss["libraries"]
+    return {"label": spec["label"], "load_s": load_s, "rss_mb": rss, "results": results}
+
+
+def run_inprocess(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one runner in a fresh interpreter and return its record (raises with the worker's stderr tail)."""
+    spec_path, out_path = work / f"{spec['label']}.spec.json", work / f"{spec['label']}.out.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]))
+    tail = b""
+    with subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(spec_path), str(out_path)],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        while chunk := proc.stderr.read1(4096):  # progress bars pass through; the tail explains a failure
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+            tail = (tail + chunk)[-3000:]
+        timer.cancel()
+    if proc.returncode != 0:
+        raise RuntimeError(f"in-process runner {spec['label']} failed (exit {proc.returncode}, limit "
+                           f"{timeout_s:.0f} s): " + tail.decode(errors="replace").strip()[-1500:])
+    return json.loads(out_path.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    record = worker(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
+    Path(sys.argv[2]).write_text(json.dumps(record), encoding="utf-8")

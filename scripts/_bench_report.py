@@ -1,0 +1,192 @@
+"""Write the benchmark report: ``<stem>.json`` (the record), ``<stem>.md`` (tables) and ``<stem>.png`` (plot).
+
+The JSON is the source of truth; the Markdown and the plot are rendered from it alone, so a report can be
+re-rendered later (``render_markdown(json.load(...))``) without re-measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("exporter.bench.report")
+
+SCHEMA = "emb-provider-benchmark/1"
+BASELINE = "baseline"
+GUIDE = {  # the precision guide's promise, printed next to what was measured
+    "fp32": ("100%", "baseline", "none"),
+    "fp16": ("50%", "2-3x", "slight"),
+    "bf16": ("50%", "2-3x", "slight"),
+    "int8": ("25%", "3-4x", "medium"),
+    "int4": ("12.5%", "4-5x", "significant"),
+}
+REQUIRED_KEYS = ("schema", "machine", "settings", "workloads", "inprocess", "served", "quality", "targets",
+                 "precisions")
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _speed_row(label: str, result: dict[str, Any]) -> list[Any]:
+    tps, lat = result["texts_per_s"], result["latency_ms"]
+    return [label, result["workload"], tps["median"], f"{tps['min']:,.1f}–{tps['max']:,.1f}",
+            f"{100 * tps['spread']:.0f}%", result["tokens_per_s"]["median"], lat["p50"], lat["p95"], lat["p99"],
+            _ratio(result.get("ratio_to_baseline"))]
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The human report: machine, settings, targets, quality, in-process and served tables, the plot."""
+    m, s = report["machine"], report["settings"]
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
+    out = [f"# Benchmark: {report['model']} on {m['host']} ({report['created']})", "",
+           f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, Python {m['python']}",
+           f"- Load average (1/5/15 min) at start {m['load_average_start']}, at end {m.get('load_average_end')}",
+           f"- Libraries: {libs}",
+           f"- Mode: {report['mode']}; device {s['device']}; batch {s['batch_size']}; max_length {s['max_length']}; "
+           f"{s['repeats']} windows of {s['window_s']} s per figure after {s['warmup_requests']} warm-up "
+           f"requests; concurrency {s['concurrency']}",
+           f"- Baseline: {report['baseline']}",
+           f"- Reproduce: `{report['command']}` ({report['duration_s']:.0f} s)", ""]
+    if report["targets"]:
+        out += ["## Targets", ""]
+        out += _table(["target", "measured", "required", "result"],
+                      [[t["name"], _ratio(t["value"]), f">= {t['threshold']:.2f}x",
+                        "PASS" if t["passed"] else "FAIL"] for t in report["targets"]])
+    out += ["## Precisions: the guide's promise next to what was measured", "",
+            "Speed = texts/s on STS-B sentences relative to the baseline (in-process; served at the concurrency in "
+            "the column). Size = artefact file(s) relative to the fp32 export.", ""]
+    out += _table(["precision", "route", "size", "guide size", "speed in-process", "speed served",
+                   "guide speed", "STS-B Spearman", "min cos", "mean cos", "guide loss"],
+                  _summary_rows(report))
+    if report["quality"]:
+        q = report["quality"]
+        out += ["## Quality (STS-B dev)", "", f"Reference (sentence-transformers fp32): Spearman "
+                f"{_fmt(q.get('reference_spearman'), 4)} over {q.get('pairs')} pairs.", ""]
+        out += _table(["precision", "Spearman", "delta", "min cos vs fp32", "mean cos vs fp32"],
+                      [[p, _fmt(r.get("spearman"), 4), _fmt(r.get("delta"), 4), _fmt(r.get("min_cosine"), 4),
+                        _fmt(r.get("mean_cosine"), 4)] for p, r in q["precisions"].items()])
+    header = ["runner", "workload", "texts/s", "range", "spread", "tokens/s", "p50 ms", "p95 ms", "p99 ms",
+              "vs baseline"]
+    out += ["## In-process (one request = one batch)", ""]
+    out += ["RSS = peak resident memory of the runner's own process; model = peak minus the process after importing "
+            "its libraries (sentence-transformers/torch, or ONNX Runtime + tokenizer).", ""]
+    out += _table(header + ["RSS MiB", "model MiB"],
+                  [_speed_row(r["runner"], r) + [_fmt(r.get("rss_mb")), _fmt(r.get("model_rss_mb"))]
+                   for r in report["inprocess"]])
+    if report["served"]:
+        out += ["## Served through Triton + client.EmbeddingClient", "",
+                "RSS = the server process group (tritonserver + python stubs for every model it holds).", ""]
+        out += _table(header + ["vs in-process", "server RSS MiB"],
+                      [_speed_row(f"{r['runner']} c={r['concurrency']}", r)
+                       + [_ratio(r.get("ratio_to_inprocess")), _fmt(r.get("server_rss_mb"))]
+                       for r in report["served"]])
+    for problem in report.get("errors", []):
+        out.append(f"- **not measured**: {problem}")
+    if report.get("plot"):
+        out += ["", f"![throughput and p95 per precision]({report['plot']})"]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _find(results: list[dict[str, Any]], runner: str, workload: str, concurrency: int | None = None):
+    for r in results:
+        if r["runner"] == runner and r["workload"] == workload and concurrency in (None, r.get("concurrency")):
+            return r
+    return None
+
+
+def _summary_rows(report: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    headline = report["settings"]["headline_concurrency"]
+    for precision, info in report["precisions"].items():
+        inproc = _find(report["inprocess"], precision, "stsb")
+        served = _find(report["served"], precision, "stsb", headline)
+        quality = report["quality"].get("precisions", {}).get(precision, {}) if report["quality"] else {}
+        size = info.get("size_ratio")
+        guide = GUIDE.get(precision, ("–", "–", "–"))
+        rows.append([precision, info.get("route", "–"), "–" if size is None else f"{100 * size:.1f}%", guide[0],
+                     _ratio(inproc and inproc.get("ratio_to_baseline")),
+                     f"{_ratio(served and served.get('ratio_to_baseline'))} (c={headline})", guide[1],
+                     _fmt(quality.get("spearman"), 4), _fmt(quality.get("min_cosine"), 4),
+                     _fmt(quality.get("mean_cosine"), 4), guide[2]])
+    return rows
+
+
+def render_plot(report: dict[str, Any], path: Path) -> Path:
+    """Two panels on the STS-B workload: texts/s and p95 latency per precision (in-process and served) vs the
+    baseline, drawn as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    precisions = list(report["precisions"])
+    headline = report["settings"]["headline_concurrency"]
+    base = _find(report["inprocess"], BASELINE, "stsb")
+    series = {"in-process": [_find(report["inprocess"], p, "stsb") for p in precisions],
+              f"served c={headline}": [_find(report["served"], p, "stsb", headline) for p in precisions]}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(len(precisions))
+    width = 0.38
+    for ax, (metric, label) in zip(axes, [("texts_per_s", "texts/s (higher is better)"),
+                                          ("latency_ms", "p95 latency per request, ms (lower is better)")]):
+        def value(r: dict[str, Any] | None) -> float:
+            if r is None:
+                return float("nan")
+            return r[metric]["median"] if metric == "texts_per_s" else r[metric]["p95"]
+
+        for i, (name, results) in enumerate(series.items()):
+            ax.bar(x + (i - 0.5) * width, [value(r) for r in results], width, label=name)
+        if base is not None:
+            ax.axhline(value(base), color="black", linestyle="--", label=f"baseline ({report['baseline']})")
+        ax.set_xticks(x, precisions)
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{report['model']}, STS-B dev sentences, batch {report['settings']['batch_size']}, "
+                 f"{report['machine']['cpu']} x{report['machine']['cores']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def check_report(report: dict[str, Any]) -> None:
+    """Raise ValueError when ``report`` lacks a top-level key or a result lacks its figures."""
+    missing = [k for k in REQUIRED_KEYS if k not in report]
+    if missing or report["schema"] != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} report: missing {missing} or schema {report.get('schema')!r}")
+    for result in report["inprocess"] + report["served"]:
+        for key in ("runner", "workload", "texts_per_s", "tokens_per_s", "latency_ms"):
+            if key not in result:
+                raise ValueError(f"result {result.get('runner')}/{result.get('workload')} lacks {key!r}")
+
+
+def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> dict[str, Path]:
+    """Write ``<stem>.json``, ``.png`` and ``.md`` under ``out_dir``; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{stem}.{ext}" for ext in ("json", "md", "png")}
+    report["plot"] = paths["png"].name
+    check_report(report)
+    render_plot(report, paths["png"])
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    paths["md"].write_text(render_markdown(report), encoding="utf-8")
+    log.info("report written: %s", ", ".join(str(p) for p in paths.values()))
+    return paths

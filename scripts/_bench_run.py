@@ -1,0 +1,190 @@
+"""The benchmark's steps in order: workloads -> baseline -> per precision (build, in-process, served, quality)
+-> ratios and targets. Returns the report record that :mod:`_bench_report` writes.
+
+A precision whose build fails is reported under ``errors`` and the run goes on with the others: a benchmark
+that dies on int4 would publish nothing about fp32 and int8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from _bench_inprocess import run_inprocess
+from _bench_machine import machine, today
+from _bench_measure import Batches
+from _bench_report import BASELINE
+from _bench_served import serve_and_measure
+from _bench_workloads import STSB_NAME, build_workloads, describe, load_tokenizer, read_stsb
+
+log = logging.getLogger("exporter.bench.run")
+
+TARGETS = (  # (name, precision, compared with, threshold): the CPU targets of issue 8
+    ("served int8 vs sentence-transformers fp32 (STS-B, c={c})", "int8", BASELINE, 2.0),
+    ("served fp32 vs in-process ONNX Runtime fp32 (STS-B, c={c})", "fp32", "fp32", 0.9),
+)
+INPROCESS_TIMEOUT_S = 900.0
+
+
+def _plan(model: str, model_dir: Path, precision: str, device: Any, max_length: int) -> Any:
+    """The exporter's own plan for ``precision`` (a per-model setting, so environment overrides cannot swap
+    it); the repository name carries the precision so reports and servers never mix them up."""
+    from exporter.config import Config
+    from exporter.models import ModelSpec, derive_name, native_dtype
+    from exporter.plan import resolve
+
+    spec = ModelSpec(model, f"{derive_name(model)[:50]}-{precision}", max_length=max_length, precision=precision)
+    return resolve(spec, Config.from_env({}), device, native_dtype(model_dir))
+
+
+def _build(plan: Any, model_dir: Path, repository: Path, batch_size: int, verification_limit: int | None) -> dict:
+    """``exporter build`` for one plan; returns the manifest entry of the model it published."""
+    from exporter.artefact import ExportOptions
+    from exporter.build import build_repository
+    from exporter.triton_config import ServingOptions
+
+    size = max(64, batch_size)
+    options = ServingOptions(max_batch_size=size, max_texts_per_request=size)
+    result = build_repository([plan], {plan.model: model_dir}, repository, options,
+                              ExportOptions(verification_limit=verification_limit))
+    [entry] = result.manifest["models"]
+    return {**entry, "build_s": result.seconds}
+
+
+def _artefact_dirs(repository: Path, entry: dict[str, Any]) -> tuple[Path, Path]:
+    """(encoder files, tokenizer files) of a published model: the very files the server loads."""
+    from exporter.artefact import TOKENIZER_DIR
+
+    models = entry["triton_models"]
+    return repository / models["encoder"] / "1", repository / models["tokenizer"] / "1" / TOKENIZER_DIR
+
+
+def _precision_info(encoder_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    from exporter.artefact import REPORT_FILE
+
+    report = json.loads((encoder_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    return {"route": entry["route"], "runtime": entry["runtime"], "weights_bytes": report["weights_bytes"],
+            "size_ratio": report["size_ratio_vs_fp32"], "gate": {k: report["gate"][k] for k in
+                                                                  ("min_cosine", "mean_cosine", "passed")},
+            "build_s": round(entry["build_s"], 1)}
+
+
+def _inprocess_spec(label: str, runner: str, path: Path, workloads: list[Batches], args: argparse.Namespace,
+                    profile: Any, tokenizer: Path | None = None) -> dict[str, Any]:
+    s = profile.settings
+    return {"label": label, "runner": runner, "path": str(path), "tokenizer": str(tokenizer or ""),
+            "device": args.device, "max_length": args.max_length, "workloads": [w.to_dict() for w in workloads],
+            "settings": {"repeats": s.repeats, "window_s": s.window_s, "warmup_requests": s.warmup_requests}}
+
+
+def _served_runs(workloads: list[Batches], profile: Any) -> list[tuple[Batches, int]]:
+    """STS-B at every concurrency, the synthetic workloads at the headline concurrency only (time budget)."""
+    runs = [(workloads[0], c) for c in profile.concurrency]
+    return runs + [(w, profile.headline_concurrency) for w in workloads[1:]]
+
+
+def _add_ratios(report: dict[str, Any]) -> None:
+    def median(runner: str, workload: str, results: list[dict[str, Any]]) -> float | None:
+        for r in results:
+            if r["runner"] == runner and r["workload"] == workload:
+                return r["texts_per_s"]["median"]
+        return None
+
+    for result in report["inprocess"] + report["served"]:
+        base = median(BASELINE, result["workload"], report["inprocess"])
+        result["ratio_to_baseline"] = result["texts_per_s"]["median"] / base if base else None
+    for result in report["served"]:
+        own = median(result["runner"], result["workload"], report["inprocess"])
+        result["ratio_to_inprocess"] = result["texts_per_s"]["median"] / own if own else None
+
+
+def _targets(report: dict[str, Any], concurrency: int) -> list[dict[str, Any]]:
+    found = []
+    for name, precision, versus, threshold in TARGETS:
+        served = [r for r in report["served"] if r["runner"] == precision and r["workload"] == STSB_NAME
+                  and r["concurrency"] == concurrency]
+        if not served:
+            continue
+        key = "ratio_to_baseline" if versus == BASELINE else "ratio_to_inprocess"
+        value = served[0][key]
+        if value is not None:
+            found.append({"name": name.format(c=concurrency), "value": value, "threshold": threshold,
+                          "passed": value >= threshold})
+    return found
+
+
+def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[str, Any]:
+    """Every step of the benchmark; returns the report record (without the run's command and duration)."""
+    from exporter.devices import parse_device
+    from exporter.models import DEFAULT_MODEL, resolve_model_dir
+
+    model = args.model or DEFAULT_MODEL
+    model_dir = resolve_model_dir(model)
+    device = parse_device(args.device)
+    precisions = _precisions(args, profile, device)
+    tokenizer = load_tokenizer(model_dir)
+    pairs = read_stsb(args.stsb)
+    workloads = build_workloads(pairs, tokenizer, stsb_texts=profile.stsb_texts, synthetic=profile.synthetic,
+                                batch_size=profile.batch_size, max_length=args.max_length)
+    baseline_kind = "fp16" if device.is_gpu else "fp32"
+    report: dict[str, Any] = {
+        "schema": None, "created": today(), "mode": "quick" if args.quick else "full", "model": model,
+        "baseline": f"sentence-transformers {baseline_kind} in-process", "machine": machine(),
+        "settings": {"device": args.device, "batch_size": profile.batch_size, "max_length": args.max_length,
+                     "repeats": profile.settings.repeats, "window_s": profile.settings.window_s,
+                     "warmup_requests": profile.settings.warmup_requests, "concurrency": list(profile.concurrency),
+                     "headline_concurrency": profile.headline_concurrency, "precisions": list(precisions)},
+        "workloads": [describe(w) for w in workloads], "precisions": {}, "inprocess": [], "served": [],
+        "quality": {}, "targets": [], "errors": [],
+    }
+    baseline = run_inprocess(_inprocess_spec(BASELINE, "sentence-transformers", model_dir, workloads, args, profile),
+                             work, INPROCESS_TIMEOUT_S)
+    report["inprocess"] += baseline["results"]
+    served_runs = _served_runs(workloads, profile)
+    for precision in precisions:
+        plan = _plan(model, model_dir, precision, device, args.max_length)
+        repository = work / f"repository-{precision}"
+        try:
+            entry = _build(plan, model_dir, repository, profile.batch_size, profile.verification_limit)
+        except Exception as exc:  # a failed route is a finding of the benchmark, not the end of it
+            log.error("%s: build failed: %s", precision, exc)
+            report["errors"].append(f"{precision}: build failed: {str(exc).splitlines()[0]}")
+            continue
+        encoder_dir, tokenizer_dir = _artefact_dirs(repository, entry)
+        report["precisions"][precision] = _precision_info(encoder_dir, entry)
+        spec = _inprocess_spec(precision, "artefact", encoder_dir, workloads, args, profile, tokenizer_dir)
+        report["inprocess"] += run_inprocess(spec, work, INPROCESS_TIMEOUT_S)["results"]
+        if not args.no_served:
+            with tqdm(total=len(served_runs) * profile.settings.repeats, desc=f"served {precision}",
+                      unit="window", file=sys.stderr, leave=False) as bar:
+                report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings,
+                                                      precision, on_window=lambda: bar.update(1))
+    report["quality"] = _quality(args, profile, model, model_dir, report, work)
+    _add_ratios(report)
+    report["targets"] = _targets(report, profile.headline_concurrency)
+    return report
+
+
+def _precisions(args: argparse.Namespace, profile: Any, device: Any) -> tuple[str, ...]:
+    """The precisions to measure: asked for (validated against the device) or every one it supports."""
+    if args.precisions:
+        asked = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    else:
+        asked = profile.precisions or device.supported
+    unknown = [p for p in asked if p not in device.supported]
+    if unknown or not asked:
+        raise SystemExit(f"error: --precisions={args.precisions!r}: {', '.join(unknown) or 'none'} not available on "
+                         f"{device.label}; allowed: {', '.join(device.supported)}")
+    return asked
+
+
+def _quality(args: argparse.Namespace, profile: Any, model: str, model_dir: Path, report: dict[str, Any],
+             work: Path) -> dict[str, Any]:
+    """STS-B dev Spearman and cosine vs fp32 per precision, from the project's eval step."""
+    return {}

@@ -1,0 +1,69 @@
+"""Served runs: one real local Triton per repository (``exporter.serve.TritonServer``), driven through the
+project's client (``client.EmbeddingClient``), one client per concurrent thread, one batch per request.
+
+The server's resident memory is sampled over its whole process group (tritonserver + python-backend stubs) while
+it serves, so the figure includes the tokenizer model and the ONNX Runtime / torch stub that a deployment pays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+from _bench_machine import tree_rss_mb
+from _bench_measure import Batches, Settings, measure
+
+log = logging.getLogger("exporter.bench.served")
+
+
+class RssSampler:
+    """Peak of the summed RSS of a process tree, sampled every ``interval_s`` in a background thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5):
+        self.pid, self.interval_s = pid, interval_s
+        self.idle_mb = self._total()
+        self.peak_mb = self.idle_mb
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total(self) -> float:
+        return sum(tree_rss_mb(self.pid).values())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, self._total())
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def serve_and_measure(repository: Path, model: str, runs: list[tuple[Batches, int]], settings: Settings,
+                      label: str, on_window: Callable[[], None], timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Start Triton on ``repository``, measure ``model`` for every ``(workload, concurrency)``, stop it."""
+    from client import EmbeddingClient
+
+    from exporter.serve import ServerSettings, TritonServer
+
+    results = []
+    server = TritonServer(ServerSettings(repository, http_port=0, grpc_port=0, metrics_port=0))
+    with server, RssSampler(server.process.pid) as rss:
+        for batches, concurrency in runs:
+            batch_size = max(len(b) for b in batches.texts)
+            with ExitStack() as stack:
+                clients = [stack.enter_context(EmbeddingClient(server.http_url, model=model, batch_size=batch_size,
+                                                               timeout=timeout_s))
+                           for _ in range(concurrency)]
+                result = measure([c.embed for c in clients], batches, settings, on_window)
+            results.append({"runner": label, **result})
+        for result in results:
+            result["server_rss_mb"] = rss.peak_mb
+            result["server_idle_rss_mb"] = rss.idle_mb
+    return results
