@@ -27,7 +27,7 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     model = optimize(job, raw, result)
     with result.timed("fp16"):
         model.convert_float_to_float16(keep_io_types=True, op_block_list=FP32_OPS)
-    result.details["fp32_ops"] = FP32_OPS
+    result.details["fp32_ops"] = FP32_OPS[len(DEFAULT_OP_BLOCK_LIST):]
     model.save_model_to_file(str(work / MODEL_FILE))
     raw.unlink()
     return result

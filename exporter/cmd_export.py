@@ -1,0 +1,91 @@
+"""``exporter export``: build, gate and publish one artefact directory per planned model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .context import add_model_arguments, load_context
+from .errors import ConfigError, ModelError
+from .precisions import PRECISIONS
+
+DEFAULT_OUT = "artefacts"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"where artefact directories are published (default ./{DEFAULT_OUT})")
+    parser.add_argument("--accept-degraded", action="store_true",
+                        help="publish even when the quality gate fails (recorded in report.json)")
+    parser.add_argument("--min-cosine", action="append", default=[], metavar="P=V",
+                        help="gate threshold override, e.g. int8=0.985 (repeatable)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow models whose architecture is custom code from their repository")
+    parser.add_argument("--verification-limit", type=int, metavar="N",
+                        help="gate on N sentences of the verification set (default: all)")
+
+
+def parse_thresholds(items: list[str]) -> dict[str, float]:
+    """``["int8=0.985", ...]`` -> ``{"int8": 0.985}``; bad entries raise ConfigError naming them."""
+    thresholds = {}
+    for item in items:
+        precision, sep, value = item.partition("=")
+        if not sep or precision not in PRECISIONS:
+            raise ConfigError(f"--min-cosine {item!r}: expected PRECISION=VALUE with PRECISION one of "
+                              f"{', '.join(PRECISIONS)}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not -1.0 <= number <= 1.0:
+            raise ConfigError(f"--min-cosine {item!r}: VALUE must be a cosine between -1 and 1")
+        thresholds[precision] = number
+    return thresholds
+
+
+def summary_line(report: dict[str, Any], path: Path) -> str:
+    """One human line per artefact: precision, size, ratio, gate numbers, time."""
+    gate = report["gate"]
+    verdict = "passed" if gate["passed"] else ("FAILED, accepted (--accept-degraded)" if gate["accepted_degraded"]
+                                               else "FAILED")
+    ratio = report.get("size_ratio_vs_fp32") or 0.0
+    return (f"{report['name']}: {report['precision']} ({report['route']}) {report['weights_bytes'] / 1e6:.1f} MB "
+            f"= {ratio:.1%} of fp32; gate min cos {gate['min_cosine']:.6f} (threshold {gate['threshold']}, "
+            f"mean {gate['mean_cosine']:.6f}, p1 {gate['p1']:.6f}) {verdict}; {report['timings']['total']:.1f} s "
+            f"-> {path}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .artefact import ExportError, ExportOptions, export_artefact
+
+    options = ExportOptions(thresholds=parse_thresholds(args.min_cosine), accept_degraded=args.accept_degraded,
+                            trust_remote_code=args.trust_remote_code,
+                            verification_limit=args.verification_limit)
+    ctx = load_context(args)
+    for where in ctx.model_dirs.values():
+        if isinstance(where, ModelError):
+            raise where
+    reports, failures = [], []
+    started = time.perf_counter()
+    for plan in tqdm(ctx.plans, desc="export", unit="model", file=sys.stderr, disable=len(ctx.plans) < 2):
+        try:
+            path = export_artefact(plan, Path(str(ctx.model_dirs[plan.model])), Path(args.out), options)
+        except ExportError as exc:  # includes a failed gate; the previous artefact (if any) is untouched
+            failures.append({"name": plan.name, "precision": plan.precision, "error": str(exc)})
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        report = json.loads((path / "report.json").read_text(encoding="utf-8"))
+        reports.append((report, path))
+        if not args.json:
+            print(summary_line(report, path))
+    if args.json:
+        print(json.dumps({"artefacts": [dict(r, path=str(p)) for r, p in reports], "failures": failures,
+                          "seconds": round(time.perf_counter() - started, 2)}, indent=2))
+    return 1 if failures else 0
