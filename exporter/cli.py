@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("exporter.cmd_plan", "show, per model, the resolved precision and why"),
     "build": ("exporter.cmd_build", "export the planned models and publish a Triton model repository"),
     "serve": ("exporter.cmd_serve", "run a real local Triton server over a built repository"),
+    "export": ("exporter.cmd_export", "build, quality-gate and publish one artefact directory per model"),
 }
 
 
