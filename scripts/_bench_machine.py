@@ -6,6 +6,7 @@ of the spread than anything else.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -14,8 +15,7 @@ from typing import Any, Iterable
 
 import psutil
 
-LIBRARIES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
-             "tokenizers", "bitsandbytes", "tritonclient", "nvidia-pytriton", "numpy", "optimum")
+SERVER_WHEELS = ("nvidia-pytriton", "onnxruntime-gpu")
 MIB = 1024 * 1024
 
 
@@ -32,13 +32,13 @@ def cpu_model() -> str:
 
 
 def versions() -> dict[str, str]:
-    """Installed versions of the libraries that shape the numbers (absent ones are left out)."""
-    found = {}
-    for name in LIBRARIES:
-        try:
+    """The exporter's tool versions plus the Triton server wheel (its tritonserver binary is what serves)."""
+    from exporter.repository import tool_versions
+
+    found = tool_versions()
+    for name in SERVER_WHEELS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
     return found
 
 

@@ -59,9 +59,11 @@ def render_markdown(report: dict[str, Any]) -> str:
            f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, Python {m['python']}",
            f"- Load average (1/5/15 min) at start {m['load_average_start']}, at end {m.get('load_average_end')}",
            f"- Libraries: {libs}",
-           f"- Mode: {report['mode']}; device {s['device']}; batch {s['batch_size']}; max_length {s['max_length']}; "
-           f"{s['repeats']} windows of {s['window_s']} s per figure after {s['warmup_requests']} warm-up "
-           f"requests; concurrency {s['concurrency']}",
+           f"- Mode: {report['mode']}; device {s['device']}; max_length {s['max_length']}; {s['repeats']} windows "
+           f"of {s['window_s']} s per figure after {s['warmup_requests']} warm-up requests; served concurrency "
+           f"{s['concurrency']}",
+           "- Workloads: " + "; ".join(f"{w['name']} {w['texts']} texts, batch {w['batch_size']}, "
+                                       f"{w['mean_tokens']:.1f} tokens/text" for w in report["workloads"]),
            f"- Baseline: {report['baseline']}",
            f"- Reproduce: `{report['command']}` ({report['duration_s']:.0f} s)", ""]
     if report["targets"]:

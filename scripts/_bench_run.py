@@ -131,7 +131,8 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
     tokenizer = load_tokenizer(model_dir)
     pairs = read_stsb(args.stsb)
     workloads = build_workloads(pairs, tokenizer, stsb_texts=profile.stsb_texts, synthetic=profile.synthetic,
-                                batch_size=profile.batch_size, max_length=args.max_length)
+                                batch_size=profile.batch_size, max_length=args.max_length,
+                                token_budget=profile.token_budget)
     baseline_kind = "fp16" if device.is_gpu else "fp32"
     report: dict[str, Any] = {
         "schema": None, "created": today(), "mode": "quick" if args.quick else "full", "model": model,

@@ -87,9 +87,17 @@ def make_batches(name: str, texts: list[str], batch_size: int, tokenizer: Tokeni
                    tuple(sum(counts[i:i + batch_size]) for i in starts))
 
 
+def synthetic_batch_size(batch_size: int, n_tokens: int, token_budget: int) -> int:
+    """Texts per request for long texts: ``batch_size``, capped so a request holds about ``token_budget``
+    tokens (64 x 512 tokens is ~15 s per request for fp32 on 2 cores: too few requests for percentiles)."""
+    return max(1, min(batch_size, token_budget // n_tokens))
+
+
 def build_workloads(pairs: list[tuple[str, str, float]], tokenizer: Tokenizer, *, stsb_texts: int,
-                    synthetic: dict[int, int], batch_size: int, max_length: int) -> list[Batches]:
-    """STS-B (first ``stsb_texts`` unique sentences) and one synthetic workload per ``{tokens: count}``."""
+                    synthetic: dict[int, int], batch_size: int, max_length: int,
+                    token_budget: int) -> list[Batches]:
+    """STS-B (first ``stsb_texts`` unique sentences, ``batch_size`` per request) and one synthetic workload per
+    ``{tokens: count}`` (batches capped by :func:`synthetic_batch_size`)."""
     sentences = stsb_sentences(pairs)
     workloads = [make_batches(STSB_NAME, sentences[:stsb_texts], batch_size, tokenizer, max_length)]
     words = sorted({w for s in sentences for w in s.split()})
@@ -97,12 +105,13 @@ def build_workloads(pairs: list[tuple[str, str, float]], tokenizer: Tokenizer, *
         if n_tokens > max_length:
             log.warning("synthetic %d-token texts are truncated to max_length %d", n_tokens, max_length)
         texts = synthetic_texts(tokenizer, list(words), n_tokens, count)
-        workloads.append(make_batches(f"synth{n_tokens}", texts, batch_size, tokenizer, max_length))
+        size = synthetic_batch_size(batch_size, n_tokens, token_budget)
+        workloads.append(make_batches(f"synth{n_tokens}", texts, size, tokenizer, max_length))
     return workloads
 
 
 def describe(batches: Batches) -> dict[str, object]:
-    """Size of a workload for the report: texts, batches and mean tokens per text."""
+    """Size of a workload for the report: texts, batches, texts per batch and mean tokens per text."""
     n_texts = sum(len(b) for b in batches.texts)
     return {"name": batches.name, "texts": n_texts, "batches": len(batches.texts),
-            "mean_tokens": sum(batches.tokens) / n_texts}
+            "batch_size": max(len(b) for b in batches.texts), "mean_tokens": sum(batches.tokens) / n_texts}

@@ -42,6 +42,7 @@ class Profile:
     """The size of a run: what ``--quick`` shrinks."""
 
     batch_size: int
+    token_budget: int  # synthetic workloads: at most this many tokens per request
     stsb_texts: int
     synthetic: dict[int, int]  # tokens -> number of texts
     settings: Settings
@@ -52,10 +53,10 @@ class Profile:
     precisions: tuple[str, ...] | None  # None: every precision the host supports
 
 
-FULL = Profile(batch_size=64, stsb_texts=1024, synthetic={128: 128, 256: 64, 512: 64},
-               settings=Settings(repeats=3, window_s=3.0, warmup_requests=2), concurrency=(1, 4, 16),
+FULL = Profile(batch_size=64, token_budget=8192, stsb_texts=1024, synthetic={128: 128, 256: 64, 512: 32},
+               settings=Settings(repeats=3, window_s=2.5, warmup_requests=2), concurrency=(1, 4, 16),
                headline_concurrency=4, stsb_pairs=None, verification_limit=None, precisions=None)
-QUICK = Profile(batch_size=32, stsb_texts=64, synthetic={128: 8}, settings=Settings(1, 0.3, 1),
+QUICK = Profile(batch_size=32, token_budget=4096, stsb_texts=64, synthetic={128: 8}, settings=Settings(1, 0.3, 1),
                 concurrency=(1, 2), headline_concurrency=2, stsb_pairs=40, verification_limit=16,
                 precisions=("fp32", "int8"))
 
@@ -72,10 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=512,
                         help="max tokens per text for every runner (default 512, so the 512-token workload is "
                              "not truncated; the model's own default is 256)")
-    parser.add_argument("--batch-size", type=int, help="texts per request (default 64; --quick 32)")
+    parser.add_argument("--batch-size", type=int, help="texts per request (default 64; --quick 32); synthetic "
+                        "workloads cap it at 8,192 tokens per request")
     parser.add_argument("--concurrency", help="comma-separated served concurrencies (default 1,4,16)")
     parser.add_argument("--repeats", type=int, help="timed windows per figure (default 3)")
-    parser.add_argument("--window", type=float, help="seconds per timed window (default 3)")
+    parser.add_argument("--window", type=float, help="seconds per timed window (default 2.5)")
     parser.add_argument("--no-served", action="store_true", help="skip the Triton runs")
     parser.add_argument("--work", type=Path, help="keep built repositories here (default: a temp dir, removed)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
