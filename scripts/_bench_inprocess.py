@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("exporter.bench.inprocess")
 
@@ -42,26 +44,30 @@ def sentence_transformers_runner(spec: dict[str, Any]) -> Loader:
 
 
 def artefact_runner(spec: dict[str, Any]) -> Loader:
-    """A built artefact as the served encoder runs it: the loader module and class the python-backend model
-    loads (:data:`exporter.triton_config.RUNTIME_LOADERS`) over the repository's encoder files, fed by the
-    artefact's tokenizer with the served truncation (``max_seq_length``) and per-batch padding. Only that
-    runtime's libraries are imported, so the RSS figure is what an ONNX Runtime (or torch) process pays."""
-    from transformers import AutoTokenizer
+    """A built artefact as the server runs it: the loader module and class the python-backend encoder model
+    loads (:data:`exporter.triton_config.RUNTIME_LOADERS`) over the repository's encoder files, fed the way the
+    tokenizer model feeds it (``tokenizers``, truncation to ``max_seq_length``, padding to the longest text of
+    the request; pad id 0 is masked by ``attention_mask`` either way). Only that runtime's libraries are
+    imported, so an ONNX route's RSS is what an ONNX Runtime process pays, without torch."""
+    from tokenizers import Tokenizer
 
     from exporter.triton_config import RUNTIME_LOADERS
 
     report = json.loads((Path(spec["path"]) / "report.json").read_text(encoding="utf-8"))
     loader_file, class_name = RUNTIME_LOADERS[report["runtime"]]
     encoder_cls = getattr(importlib.import_module(f"exporter.runtime.{Path(loader_file).stem}"), class_name)
+    fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
     def load() -> Call:
         encoder = encoder_cls(spec["path"], device=spec["device"])
-        tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+        tokenizer = Tokenizer.from_file(str(Path(spec["tokenizer"]) / "tokenizer.json"))
+        tokenizer.enable_truncation(max_length=report["max_seq_length"])
+        tokenizer.enable_padding()
 
         def call(batch: list[str]) -> Any:
-            feeds = tokenizer(batch, padding=True, truncation=True, max_length=report["max_seq_length"],
-                              return_tensors="np")
-            return encoder({name: feeds[name] for name in encoder.input_names})
+            encodings = tokenizer.encode_batch(batch)
+            return encoder({name: np.array([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
+                            for name in encoder.input_names})
 
         return call
 
