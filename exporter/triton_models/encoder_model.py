@@ -73,9 +73,25 @@ class TritonPythonModel:
             except ValueError as exc:
                 error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
                 responses[i] = pb_utils.InferenceResponse(error=error)
-        if feeds:
-            vectors = self.encoder(pad_and_stack(feeds, self.inputs))
-            sizes = np.cumsum([f[self.inputs[0]].shape[0] for f in feeds])[:-1]
-            for i, part in zip(good, np.split(vectors, sizes)):
+        for i, part in zip(good, self._encode(feeds) if feeds else []):
+            if isinstance(part, pb_utils.TritonError):
+                responses[i] = pb_utils.InferenceResponse(error=part)
+            else:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, part)])
         return responses
+
+    def _encode(self, feeds):
+        """One vector array per request, or a TritonError (HTTP 500) for each request the runtime fails on.
+
+        Why the retry: one request whose tensors make the runtime raise (e.g. token ids outside the vocabulary,
+        sent to this model directly) would otherwise fail every request batched with it. When the batched call
+        raises, the requests are run alone, so only the offending one gets the error.
+        """
+        try:
+            vectors = self.encoder(pad_and_stack(feeds, self.inputs))
+        except Exception as exc:  # noqa: BLE001 - any runtime failure is answered per request, never raised
+            if len(feeds) == 1:
+                return [pb_utils.TritonError(f"the encoder failed on this request: {exc}")]
+            return [part for feed in feeds for part in self._encode([feed])]
+        sizes = np.cumsum([f[self.inputs[0]].shape[0] for f in feeds])[:-1]
+        return np.split(vectors, sizes)
