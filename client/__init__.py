@@ -1,0 +1,24 @@
+"""Thin Python client for emb-provider models served by Triton: texts in, normalized float32 vectors out.
+
+Depends only on numpy and tritonclient[http] (the base ``pip install``), never on torch or the exporter.
+"""
+
+from ._async import AsyncEmbeddingClient
+from ._common import ENV_MODEL, ENV_URL, ModelInfo, Retry, Timeouts
+from ._sync import EmbeddingClient
+from .errors import EmbeddingError, InvalidInput, ModelNotFound, ServerError, ServerUnavailable
+
+__all__ = [
+    "AsyncEmbeddingClient",
+    "ENV_MODEL",
+    "ENV_URL",
+    "EmbeddingClient",
+    "EmbeddingError",
+    "InvalidInput",
+    "ModelInfo",
+    "ModelNotFound",
+    "Retry",
+    "ServerError",
+    "ServerUnavailable",
+    "Timeouts",
+]

@@ -1,0 +1,161 @@
+"""``AsyncEmbeddingClient``: the asyncio twin of ``EmbeddingClient``, on ``tritonclient.http.aio`` (aiohttp).
+
+Same methods as coroutines, same checks, batching, errors and retry policy (all from ``_common``). One instance
+belongs to one event loop (aiohttp's session does); any number of tasks on that loop may call ``embed`` at once,
+and their requests share the ``max_concurrency`` bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import aiohttp
+import numpy as np
+import tritonclient.http.aio as aioclient
+
+from ._common import (
+    DEFAULT_MAX_CONCURRENCY,
+    ModelInfo,
+    Retry,
+    Settings,
+    Timeouts,
+    assemble,
+    batch_size_for,
+    choose_model,
+    encode_texts,
+    make_translator,
+    not_an_embedding_model,
+    read_embeddings,
+    request_tensors,
+    spans,
+)
+from .errors import ModelNotFound, ServerUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Transport = aioclient.InferenceServerClient
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
+
+
+class AsyncEmbeddingClient:
+    """Asyncio client with the arguments and methods of :class:`client.EmbeddingClient` (methods are coroutines).
+
+    Use ``async with AsyncEmbeddingClient(...) as c:`` (or ``await c.close()``) to release the connections.
+    """
+
+    def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
+                 retry: Retry | None = None):
+        self.settings = Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
+        self._limit = asyncio.Semaphore(self.settings.max_concurrency)
+        self._client: Transport | None = None  # made on first use, inside the loop that will run it
+        self._info: ModelInfo | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncEmbeddingClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connections. Idempotent."""
+        self._closed = True
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    # -- public API ---------------------------------------------------------------------------------------------
+
+    async def embed(self, texts: str | Sequence[str]) -> np.ndarray:
+        """See :meth:`client.EmbeddingClient.embed`."""
+        encoded, single = encode_texts(texts)
+        info = await self.model_info()
+        tasks = [asyncio.ensure_future(self._infer(info, encoded, span))
+                 for span in spans(len(encoded), batch_size_for(self.settings, info))]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except ModelNotFound:
+            self._info = None
+            await self.model_info()  # raises ModelNotFound listing the served models when the model is really gone
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()  # after the first failure: stop the remaining batches
+        return assemble(parts, info, single)
+
+    async def models(self) -> list[ModelInfo]:
+        """See :meth:`client.EmbeddingClient.models`."""
+        index = await self._call("repository index", lambda t: t.get_model_repository_index())
+        names = sorted({entry["name"] for entry in index if entry.get("state") == "READY"})
+        configs = await asyncio.gather(*(self._call(f"config {name}", lambda t, n=name: t.get_model_config(n))
+                                         for name in names))
+        return [info for info in map(ModelInfo.from_config, configs) if info is not None]
+
+    async def model_info(self) -> ModelInfo:
+        """See :meth:`client.EmbeddingClient.model_info`."""
+        if self._info is None:
+            self._info = await self._resolve(self.settings.model)
+        return self._info
+
+    async def is_ready(self) -> bool:
+        """See :meth:`client.EmbeddingClient.is_ready`."""
+        client, model = self._transport(), self.settings.model
+        try:
+            return await client.is_server_ready() and (model is None or await client.is_model_ready(model))
+        except TRANSPORT_ERRORS:
+            return False
+
+    async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
+        """See :meth:`client.EmbeddingClient.wait_until_ready`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not await self.is_ready():
+            if loop.time() + interval > deadline:
+                raise ServerUnavailable(f"Triton at {self.settings.url} not ready after {timeout:g}s"
+                                        + (f" (model {self.settings.model!r})" if self.settings.model else ""))
+            await asyncio.sleep(interval)
+
+    # -- internals ----------------------------------------------------------------------------------------------
+
+    def _transport(self) -> Transport:
+        if self._closed:
+            raise RuntimeError("AsyncEmbeddingClient is closed")
+        if self._client is None:
+            s = self.settings
+            # aiohttp's total timeout bounds connect + request; tritonclient.aio exposes no separate connect limit.
+            self._client = Transport(s.url, ssl=s.ssl, conn_limit=s.max_concurrency, conn_timeout=s.timeouts.request)
+        return self._client
+
+    async def _call(self, what: str, request: Callable[[Transport], Awaitable[T]], *, model: str | None = None,
+                    offset: int = 0) -> T:
+        translate = make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
+        for attempt in self.settings.retry.attempts_for(what, translate):
+            with attempt:
+                async with self._limit:
+                    return await request(self._transport())
+            await asyncio.sleep(attempt.delay)
+        raise AssertionError("Retry.attempts_for raises on its last attempt")
+
+    async def _infer(self, info: ModelInfo, encoded: list[bytes], span: range) -> np.ndarray:
+        inputs, outputs = request_tensors(encoded[span.start:span.stop])
+        result = await self._call(f"infer {info.name}[{span.start}:{span.stop}]",
+                                  lambda t: t.infer(info.name, inputs, outputs=outputs), model=info.name,
+                                  offset=span.start)
+        return read_embeddings(result, info, len(span))
+
+    async def _resolve(self, name: str | None) -> ModelInfo:
+        if name is None:
+            return choose_model(None, await self.models())
+        try:
+            config = await self._call(f"config {name}", lambda t: t.get_model_config(name), model=name)
+        except ModelNotFound:
+            return choose_model(name, await self.models())  # raises, listing the served models
+        info = ModelInfo.from_config(config)
+        if info is None:
+            raise not_an_embedding_model(name, [m.name for m in await self.models()])
+        return info

@@ -1,0 +1,312 @@
+"""What the sync and async clients share: settings, input checks, batching, the model contract, error mapping and
+the retry policy. Everything here is free of I/O, so the twins in ``_sync.py`` / ``_async.py`` only differ in how
+they wait (threads vs. coroutines) and the same rules apply to both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from .errors import EmbeddingError, InvalidInput, ModelNotFound, ServerError, ServerUnavailable
+
+log = logging.getLogger(__name__)
+
+ENV_URL = "EMB_PROVIDER_TRITON_URL"
+ENV_MODEL = "EMB_PROVIDER_MODEL"
+DEFAULT_URL = "localhost:8000"
+DEFAULT_MAX_CONCURRENCY = 4
+
+# The serving contract written by ``exporter build``: an ensemble TEXT (BYTES, [1]) -> EMBEDDING (FP32, [dim]).
+TEXT_INPUT = "TEXT"
+EMBEDDING_OUTPUT = "EMBEDDING"
+
+_UNKNOWN_MODEL = re.compile(r"unknown model", re.IGNORECASE)
+_SERVER_TEXT_INDEX = re.compile(r"TEXT\[(\d+)\]")  # how the tokenizer model names the offending element
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a TCP connection and for a whole request (send, inference, response) per attempt.
+
+    The async client can only bound the whole request (tritonclient.http.aio exposes one aiohttp total timeout),
+    so there ``connect`` is covered by ``request``.
+    """
+
+    connect: float = 5.0
+    request: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "request"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"Timeouts.{name}={value!r}: expected a number of seconds > 0")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff with jitter, applied only to retryable failures (``ServerUnavailable``: connection
+    refused/reset, timeouts, HTTP 503). ``attempts`` counts the first try: 1 disables retries.
+
+    Delay before retry k (0-based) is ``min(max_backoff, backoff * 2**k) * (1 + U(0, jitter))``: the jitter spreads
+    clients that failed together so they do not hit a restarting server in lockstep.
+    """
+
+    attempts: int = 4
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool) or self.attempts < 1:
+            raise ValueError(f"Retry.attempts={self.attempts!r}: expected an int >= 1 (1 = no retries)")
+        for name in ("backoff", "max_backoff", "jitter"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"Retry.{name}={value!r}: expected a number >= 0")
+
+    def next_delay(self, error: EmbeddingError, attempt: int) -> float | None:
+        """Seconds to sleep before retrying after ``error`` on 0-based ``attempt``; None means give up."""
+        if not isinstance(error, ServerUnavailable) or attempt + 1 >= self.attempts:
+            return None
+        base = min(self.max_backoff, self.backoff * 2 ** attempt)
+        return base * (1.0 + random.uniform(0.0, self.jitter))
+
+    def attempts_for(self, what: str, translate: Callable[[Exception], EmbeddingError | None]) -> Iterator[Attempt]:
+        """Yield one :class:`Attempt` per try. Use as::
+
+            for attempt in retry.attempts_for("infer", translate):
+                with attempt:
+                    return do_request()
+                time.sleep(attempt.delay)   # or: await asyncio.sleep(attempt.delay)
+
+        The last attempt (or any non-retryable failure) raises the translated error from the context manager.
+        """
+        for number in range(self.attempts):
+            yield Attempt(self, number, what, translate)
+
+
+@dataclass
+class Attempt:
+    """One try of a request: a context manager that turns transport/server exceptions into the client's errors and
+    swallows them only when the policy says to retry (then ``delay`` holds the backoff)."""
+
+    retry: Retry
+    number: int
+    what: str
+    translate: Callable[[Exception], EmbeddingError | None]
+    delay: float = field(default=0.0, init=False)
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, Exception):
+            return False  # success, or KeyboardInterrupt/CancelledError: never swallowed
+        error = self.translate(exc)
+        if error is None:
+            return False  # not a server/transport problem: a bug to surface as is
+        delay = self.retry.next_delay(error, self.number)
+        if delay is None:
+            if error is exc:
+                return False
+            raise error from exc
+        log.warning("%s failed (attempt %d of %d): %s; retrying in %.2fs",
+                    self.what, self.number + 1, self.retry.attempts, error, delay)
+        self.delay = delay
+        return True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved client configuration (arguments, then environment, then defaults)."""
+
+    url: str  # host:port[/base], no scheme, as tritonclient wants it
+    ssl: bool
+    model: str | None
+    batch_size: int | None
+    max_concurrency: int
+    timeouts: Timeouts
+    retry: Retry
+
+    @classmethod
+    def create(cls, url: str | None, model: str | None, batch_size: int | None, max_concurrency: int,
+               timeouts: Timeouts | None, retry: Retry | None) -> Settings:
+        raw_url = url or os.environ.get(ENV_URL) or DEFAULT_URL
+        address, ssl = split_url(raw_url)
+        for name, value in (("batch_size", batch_size), ("max_concurrency", max_concurrency)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name}={value!r}: expected an int >= 1")
+        return cls(address, ssl, model or os.environ.get(ENV_MODEL) or None, batch_size, max_concurrency,
+                   timeouts or Timeouts(), retry or Retry())
+
+
+def split_url(url: str) -> tuple[str, bool]:
+    """``http(s)://host:port[/base]`` or ``host:port`` -> (``host:port[/base]``, use TLS)."""
+    ssl = url.startswith("https://")
+    address = re.sub(r"^https?://", "", url.strip()).rstrip("/")
+    if not address or "://" in address or " " in address:
+        raise ValueError(f"Triton URL {url!r}: expected host:port (e.g. {DEFAULT_URL}) or http(s)://host:port "
+                         f"(argument or {ENV_URL})")
+    return address, ssl
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A served embedding model, read from its Triton config (``parameters`` written by ``exporter build``)."""
+
+    name: str
+    dim: int
+    max_batch_size: int
+    precision: str | None = None
+    route: str | None = None
+    source: str | None = None  # the Hugging Face id or directory it was exported from
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ModelInfo | None:
+        """The model's info if ``config`` (Triton's JSON model config) is an embedding ensemble, else None."""
+        if config.get("platform") != "ensemble" or int(config.get("max_batch_size") or 0) < 1:
+            return None
+        inputs = {t.get("name"): t for t in config.get("input", [])}
+        outputs = {t.get("name"): t for t in config.get("output", [])}
+        text, embedding = inputs.get(TEXT_INPUT), outputs.get(EMBEDDING_OUTPUT)
+        if not text or not embedding or text.get("data_type") != "TYPE_STRING" \
+                or embedding.get("data_type") != "TYPE_FP32":
+            return None
+        params = {k: v.get("string_value") for k, v in (config.get("parameters") or {}).items()}
+        dims = [int(d) for d in embedding.get("dims", [])]
+        dim = int(params["dim"]) if params.get("dim") else (dims[-1] if dims and dims[-1] > 0 else 0)
+        if dim < 1:
+            return None
+        return cls(config["name"], dim, int(config["max_batch_size"]), params.get("precision"),
+                   params.get("route"), params.get("model"))
+
+
+def choose_model(requested: str | None, served: Sequence[ModelInfo]) -> ModelInfo:
+    """The served model to use: the one named, or the only one when none is named."""
+    names = sorted(m.name for m in served)
+    if requested is None:
+        if len(served) == 1:
+            return served[0]
+        why = "no embedding model is served" if not served else \
+            f"{len(served)} embedding models are served: pass model=... (or --model, or set {ENV_MODEL})"
+        raise ModelNotFound(f"no model chosen and {why}", model=None, available=names)
+    for info in served:
+        if info.name == requested:
+            return info
+    raise ModelNotFound(f"model {requested!r} is not served (or not ready)", model=requested, available=names)
+
+
+def not_an_embedding_model(name: str, available: Sequence[str]) -> ModelNotFound:
+    return ModelNotFound(f"model {name!r} is served but is not an embedding model ({TEXT_INPUT} -> "
+                         f"{EMBEDDING_OUTPUT} ensemble)", model=name, available=available)
+
+
+def encode_texts(texts: str | Sequence[str]) -> tuple[list[bytes], bool]:
+    """Check the caller's input and encode it to UTF-8: (encoded texts, whether a single str was given).
+
+    Checked here rather than left to the server so the message names the caller's own index and type.
+    """
+    if isinstance(texts, str):
+        items, single = [texts], True
+    elif texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+        raise InvalidInput(f"texts must be a str or a list of str, got {type(texts).__name__}", index=None,
+                           reason=f"unsupported container {type(texts).__name__}")
+    else:
+        items, single = list(texts), False
+    encoded = []
+    for index, text in enumerate(items):
+        if not isinstance(text, str):
+            reason = f"is {type(text).__name__} ({text!r:.60}), expected str"
+            raise InvalidInput(f"texts[{index}] {reason}", index=index, reason=reason)
+        try:
+            encoded.append(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            reason = f"cannot be encoded as UTF-8 ({exc.reason} at character {exc.start})"
+            raise InvalidInput(f"texts[{index}] {reason}", index=index, reason=reason) from None
+    return encoded, single
+
+
+def batch_size_for(settings: Settings, info: ModelInfo) -> int:
+    """The request size: the caller's ``batch_size`` or the model's ``max_batch_size``, never above the latter."""
+    if settings.batch_size is None:
+        return info.max_batch_size
+    if settings.batch_size > info.max_batch_size:
+        raise ValueError(f"batch_size={settings.batch_size} exceeds model {info.name!r} "
+                         f"max_batch_size={info.max_batch_size}")
+    return settings.batch_size
+
+
+def spans(count: int, size: int) -> list[range]:
+    """Index ranges of at most ``size`` covering ``range(count)`` in order."""
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def request_tensors(texts: Sequence[bytes]) -> tuple[list[httpclient.InferInput], list[httpclient.InferRequestedOutput]]:
+    """The inference request for one batch: TEXT as BYTES [n, 1], EMBEDDING asked for as binary data."""
+    data = np.empty((len(texts), 1), dtype=object)
+    data[:, 0] = list(texts)
+    text = httpclient.InferInput(TEXT_INPUT, list(data.shape), "BYTES")
+    text.set_data_from_numpy(data)
+    return [text], [httpclient.InferRequestedOutput(EMBEDDING_OUTPUT, binary_data=True)]
+
+
+def read_embeddings(result: Any, info: ModelInfo, rows: int) -> np.ndarray:
+    """EMBEDDING from an inference result, checked against the contract (rows, dim, float32)."""
+    array = result.as_numpy(EMBEDDING_OUTPUT)
+    if array is None or array.shape != (rows, info.dim):
+        shape = None if array is None else tuple(array.shape)
+        raise ServerError(f"model {info.name!r} returned {EMBEDDING_OUTPUT} of shape {shape}; expected "
+                          f"({rows}, {info.dim})")
+    return array.astype(np.float32, copy=False)
+
+
+def assemble(parts: Sequence[np.ndarray], info: ModelInfo, single: bool) -> np.ndarray:
+    """Batches back into one (n, dim) array in input order, or the (dim,) vector for a single str."""
+    matrix = np.concatenate(parts) if parts else np.empty((0, info.dim), dtype=np.float32)
+    return matrix[0] if single else matrix
+
+
+def make_translator(settings: Settings, transport_errors: tuple[type[BaseException], ...], *,
+                    model: str | None = None, offset: int = 0) -> Callable[[Exception], EmbeddingError | None]:
+    """A function mapping one request's exception to the client's error (None: not ours, re-raise as is).
+
+    ``offset`` is the position of the request's first text in the caller's input, so a server-side 400 that names
+    ``TEXT[i]`` becomes ``InvalidInput(index=offset + i)``.
+    """
+    where = f"Triton at {settings.url}"
+
+    def translate(exc: Exception) -> EmbeddingError | None:
+        if isinstance(exc, EmbeddingError):
+            return exc
+        if isinstance(exc, InferenceServerException):
+            return _from_server(exc, where, model, offset)
+        if isinstance(exc, transport_errors):
+            return ServerUnavailable(f"cannot reach {where}: {type(exc).__name__}: {exc}".rstrip(": "))
+        return None
+
+    return translate
+
+
+def _from_server(exc: InferenceServerException, where: str, model: str | None, offset: int) -> EmbeddingError:
+    status, message = exc.status(), exc.message() or str(exc)
+    if status == "503" or "UNAVAILABLE" in message:
+        return ServerUnavailable(f"{where} is unavailable (HTTP {status}): {message}", server_message=message)
+    if status == "404" or _UNKNOWN_MODEL.search(message):
+        return ModelNotFound(f"model {model!r} is not served", model=model, available=[], server_message=message)
+    if status is not None and status.startswith("4"):
+        found = _SERVER_TEXT_INDEX.search(message)
+        index = offset + int(found.group(1)) if found else None
+        subject = f"texts[{index}]" if index is not None else "request"
+        return InvalidInput(f"{where} rejected {subject} (HTTP {status}): {message}", index=index, reason=message,
+                            server_message=message)
+    return ServerError(f"{where} failed (HTTP {status}): {message}", status=status, server_message=message)

@@ -1,0 +1,194 @@
+"""``EmbeddingClient``: the blocking client, on ``tritonclient.http``.
+
+Thread safety: one ``EmbeddingClient`` may be shared by any number of threads. ``tritonclient.http`` clients are
+gevent-based and must stay on the thread that made them, so every request runs on this client's own worker pool
+(``max_concurrency`` threads), each thread with its own ``tritonclient.http.InferenceServerClient``. Concurrent
+``embed`` calls from several threads therefore share, and are bounded by, that pool.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from ._common import (
+    DEFAULT_MAX_CONCURRENCY,
+    ModelInfo,
+    Retry,
+    Settings,
+    Timeouts,
+    assemble,
+    batch_size_for,
+    choose_model,
+    encode_texts,
+    make_translator,
+    not_an_embedding_model,
+    read_embeddings,
+    request_tensors,
+    spans,
+)
+from .errors import ModelNotFound, ServerUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Transport = httpclient.InferenceServerClient
+# What geventhttpclient raises for refused/reset/timed-out connections and for a server that drops a keep-alive
+# connection (HTTPConnectionClosed is an http.client.HTTPException).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
+
+
+class EmbeddingClient:
+    """Texts in, L2-normalized float32 vectors out, from an emb-provider model served by Triton.
+
+    ``url`` defaults to ``$EMB_PROVIDER_TRITON_URL`` or ``localhost:8000``; ``model`` to ``$EMB_PROVIDER_MODEL``,
+    or the only embedding model served. ``batch_size`` defaults to the model's ``max_batch_size``. Use as a context
+    manager (or call ``close()``) to release the worker threads and connections.
+    """
+
+    def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
+                 retry: Retry | None = None):
+        self.settings = Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
+        self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="emb-client")
+        self._local = threading.local()
+        self._transports: list[Transport] = []
+        self._lock = threading.Lock()
+        self._info: ModelInfo | None = None
+        self._closed = False
+
+    def __enter__(self) -> EmbeddingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for running requests, then stop the workers and close their connections. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for transport in self._transports:
+            transport.close()
+
+    # -- public API ---------------------------------------------------------------------------------------------
+
+    def embed(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Embed ``texts``: a list gives ``(n, dim)`` float32 rows in input order (``(0, dim)`` for ``[]``), a single
+        str gives ``(dim,)``. Raises ``InvalidInput`` (with the text's index), ``ModelNotFound``,
+        ``ServerUnavailable`` (after retries) or ``ServerError``."""
+        encoded, single = encode_texts(texts)
+        info = self.model_info()
+        futures = [self._submit(self._infer, info, encoded, span)
+                   for span in spans(len(encoded), batch_size_for(self.settings, info))]
+        try:
+            parts = [future.result() for future in futures]
+        except ModelNotFound:
+            self._forget(info)
+            self.model_info()  # raises ModelNotFound listing the served models when the model is really gone
+            raise
+        finally:
+            for future in futures:
+                future.cancel()  # after the first failure: do not start the remaining batches
+        return assemble(parts, info, single)
+
+    def models(self) -> list[ModelInfo]:
+        """The ready embedding models (TEXT -> EMBEDDING ensembles) with dim, precision and route, by name."""
+        return self._submit(self._list_models).result()
+
+    def model_info(self) -> ModelInfo:
+        """The model ``embed`` uses (looked up once, then cached); raises ``ModelNotFound`` listing served ones."""
+        with self._lock:
+            info = self._info
+        if info is None:
+            info = self._submit(self._resolve, self.settings.model).result()
+            with self._lock:
+                self._info = info
+        return info
+
+    def is_ready(self) -> bool:
+        """Whether the server, and the chosen model if one was named, are ready. One try; False if unreachable."""
+        return self._submit(self._ready_once).result()
+
+    def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
+        """Poll ``is_ready`` until it holds; ``ServerUnavailable`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            if time.monotonic() + interval > deadline:
+                raise ServerUnavailable(f"Triton at {self.settings.url} not ready after {timeout:g}s"
+                                        + (f" (model {self.settings.model!r})" if self.settings.model else ""))
+            time.sleep(interval)
+
+    # -- worker-side (runs on the pool's threads, each with its own transport) -----------------------------------
+
+    def _submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("EmbeddingClient is closed")
+        return self._pool.submit(fn, *args)
+
+    def _transport(self) -> Transport:
+        transport = getattr(self._local, "transport", None)
+        if transport is None:
+            s = self.settings
+            transport = Transport(s.url, ssl=s.ssl, connection_timeout=s.timeouts.connect,
+                                  network_timeout=s.timeouts.request)
+            self._local.transport = transport
+            with self._lock:
+                self._transports.append(transport)
+        return transport
+
+    def _call(self, what: str, request: Callable[[Transport], T], *, model: str | None = None,
+              offset: int = 0) -> T:
+        translate = make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
+        for attempt in self.settings.retry.attempts_for(what, translate):
+            with attempt:
+                return request(self._transport())
+            time.sleep(attempt.delay)
+        raise AssertionError("Retry.attempts_for raises on its last attempt")
+
+    def _infer(self, info: ModelInfo, encoded: list[bytes], span: range) -> np.ndarray:
+        inputs, outputs = request_tensors(encoded[span.start:span.stop])
+        result = self._call(f"infer {info.name}[{span.start}:{span.stop}]",
+                            lambda t: t.infer(info.name, inputs, outputs=outputs), model=info.name,
+                            offset=span.start)
+        return read_embeddings(result, info, len(span))
+
+    def _list_models(self) -> list[ModelInfo]:
+        index = self._call("repository index", lambda t: t.get_model_repository_index())
+        names = sorted({entry["name"] for entry in index if entry.get("state") == "READY"})
+        configs = [self._call(f"config {name}", lambda t, n=name: t.get_model_config(n)) for name in names]
+        return [info for info in map(ModelInfo.from_config, configs) if info is not None]
+
+    def _resolve(self, name: str | None) -> ModelInfo:
+        if name is None:
+            return choose_model(None, self._list_models())
+        try:
+            config = self._call(f"config {name}", lambda t: t.get_model_config(name), model=name)
+        except ModelNotFound:
+            return choose_model(name, self._list_models())  # raises, listing the served models
+        info = ModelInfo.from_config(config)
+        if info is None:
+            raise not_an_embedding_model(name, [m.name for m in self._list_models()])
+        return info
+
+    def _ready_once(self) -> bool:
+        transport, model = self._transport(), self.settings.model
+        try:
+            return transport.is_server_ready() and (model is None or transport.is_model_ready(model))
+        except TRANSPORT_ERRORS:
+            return False
+
+    def _forget(self, info: ModelInfo) -> None:
+        with self._lock:
+            if self._info == info:
+                self._info = None
