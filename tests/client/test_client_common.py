@@ -1,0 +1,224 @@
+"""The client's shared rules without a server: input checks, batching, the model contract, settings, error mapping
+and the retry policy (driven with real socket exceptions and real tritonclient exception objects)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from client import ENV_MODEL, ENV_URL, InvalidInput, ModelInfo, ModelNotFound, Retry, ServerError, ServerUnavailable
+from client import Timeouts
+from client._common import (
+    Settings,
+    assemble,
+    batch_size_for,
+    choose_model,
+    encode_texts,
+    make_translator,
+    spans,
+    split_url,
+)
+
+ENSEMBLE = {
+    "name": "minilm-fp32", "platform": "ensemble", "max_batch_size": 64,
+    "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}],
+    "output": [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [384]}],
+    "parameters": {"precision": {"string_value": "fp32"}, "route": {"string_value": "onnx-fp32"},
+                   "dim": {"string_value": "384"}, "model": {"string_value": "sentence-transformers/all-MiniLM-L6-v2"}},
+}
+TRANSPORT = (OSError,)
+
+
+def settings(**overrides) -> Settings:
+    values = dict(url="localhost:8000", model=None, batch_size=None, max_concurrency=4, timeouts=None, retry=None)
+    values.update(overrides)
+    return Settings.create(**values)
+
+
+# -- input checks ---------------------------------------------------------------------------------------------------
+
+def test_encode_texts_keeps_order_and_marks_single_strings():
+    assert encode_texts(["b", "ä", ""]) == ([b"b", "ä".encode(), b""], False)
+    assert encode_texts("one") == ([b"one"], True)
+    assert encode_texts(("t",)) == ([b"t"], False)
+
+
+@pytest.mark.parametrize("texts, index, words", [
+    (["ok", None], 1, "texts[1] is NoneType"),
+    (["ok", "fine", 3], 2, "texts[2] is int (3)"),
+    ([b"raw"], 0, "texts[0] is bytes"),
+    (["x\ud800"], 0, "texts[0] cannot be encoded as UTF-8"),
+    (None, None, "got NoneType"),
+    (b"raw", None, "got bytes"),
+    ({"a": 1}, None, "got dict"),
+])
+def test_encode_texts_names_the_offending_item(texts, index, words):
+    with pytest.raises(InvalidInput) as caught:
+        encode_texts(texts)
+    assert caught.value.index == index
+    assert words in str(caught.value)
+    assert caught.value.server_message is None
+
+
+# -- batching -------------------------------------------------------------------------------------------------------
+
+def test_spans_cover_all_indices_in_order_with_bounded_size():
+    parts = spans(10, 4)
+    assert [list(r) for r in parts] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert spans(0, 4) == []
+    assert [len(r) for r in spans(1000, 64)] == [64] * 15 + [40]
+
+
+def test_batch_size_defaults_to_model_max_and_may_not_exceed_it():
+    info = ModelInfo.from_config(ENSEMBLE)
+    assert batch_size_for(settings(), info) == 64
+    assert batch_size_for(settings(batch_size=8), info) == 8
+    with pytest.raises(ValueError, match="batch_size=65 exceeds model 'minilm-fp32' max_batch_size=64"):
+        batch_size_for(settings(batch_size=65), info)
+
+
+def test_assemble_returns_rows_in_order_a_vector_for_one_text_and_zero_rows_for_none():
+    info = ModelInfo.from_config(ENSEMBLE)
+    parts = [np.full((2, 384), 1, np.float32), np.full((1, 384), 2, np.float32)]
+    assert assemble(parts, info, single=False)[:, 0].tolist() == [1, 1, 2]
+    assert assemble(parts[1:], info, single=True).shape == (384,)
+    empty = assemble([], info, single=False)
+    assert empty.shape == (0, 384) and empty.dtype == np.float32
+
+
+# -- the model contract ---------------------------------------------------------------------------------------------
+
+def test_model_info_reads_the_ensemble_parameters():
+    info = ModelInfo.from_config(ENSEMBLE)
+    assert info == ModelInfo("minilm-fp32", 384, 64, "fp32", "onnx-fp32", "sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.mark.parametrize("change", [
+    {"platform": ""}, {"backend": "python", "platform": ""}, {"max_batch_size": 0},
+    {"input": [{"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1]}]},
+    {"output": [{"name": "EMBEDDING", "data_type": "TYPE_FP16", "dims": [384]}]},
+    {"output": [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [-1]}], "parameters": {}},
+])
+def test_model_info_ignores_models_outside_the_contract(change):
+    assert ModelInfo.from_config({**ENSEMBLE, **change}) is None
+
+
+def test_choose_model_takes_the_only_one_or_the_named_one_and_lists_the_rest():
+    a, b = ModelInfo("a", 4, 8), ModelInfo("b", 4, 8)
+    assert choose_model(None, [a]) is a
+    assert choose_model("b", [a, b]) is b
+    with pytest.raises(ModelNotFound, match="2 embedding models are served.*served embedding models: a, b") as caught:
+        choose_model(None, [b, a])
+    assert caught.value.available == ["a", "b"] and caught.value.model is None
+    with pytest.raises(ModelNotFound, match="'c' is not served.*served embedding models: a, b"):
+        choose_model("c", [a, b])
+    with pytest.raises(ModelNotFound, match="no embedding model is served; served embedding models: none"):
+        choose_model(None, [])
+
+
+# -- settings -------------------------------------------------------------------------------------------------------
+
+def test_settings_take_arguments_then_environment_then_defaults(monkeypatch):
+    monkeypatch.delenv(ENV_URL, raising=False)
+    monkeypatch.delenv(ENV_MODEL, raising=False)
+    assert (settings(url=None).url, settings(url=None).model) == ("localhost:8000", None)
+    monkeypatch.setenv(ENV_URL, "http://triton:9000/")
+    monkeypatch.setenv(ENV_MODEL, "minilm-int8")
+    assert (settings(url=None).url, settings(url=None).model) == ("triton:9000", "minilm-int8")
+    assert settings(url="other:1", model="m").model == "m"
+
+
+def test_split_url_accepts_schemes_and_rejects_garbage():
+    assert split_url("https://h:443/base/") == ("h:443/base", True)
+    assert split_url("h:8000") == ("h:8000", False)
+    for bad in ("", "ftp://h:1", "http://a b"):
+        with pytest.raises(ValueError, match="expected host:port"):
+            split_url(bad)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: settings(batch_size=0), "batch_size=0: expected an int >= 1"),
+    (lambda: settings(max_concurrency=2.5), "max_concurrency=2.5"),
+    (lambda: Timeouts(connect=0), "Timeouts.connect=0"),
+    (lambda: Retry(attempts=0), "Retry.attempts=0"),
+    (lambda: Retry(backoff=-1), "Retry.backoff=-1"),
+])
+def test_bad_settings_name_the_value(make, words):
+    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace(".", r"\.")):
+        make()
+
+
+# -- error mapping --------------------------------------------------------------------------------------------------
+
+def translate(exc, offset=0):
+    return make_translator(settings(), TRANSPORT, model="m", offset=offset)(exc)
+
+
+def test_server_400_naming_a_text_becomes_invalid_input_at_the_callers_index():
+    message = "in ensemble 'm', TEXT[3] is 70000 bytes; allowed: at most 65536 bytes"
+    error = translate(InferenceServerException(message, status="400"), offset=128)
+    assert isinstance(error, InvalidInput) and error.index == 131
+    assert error.server_message == message and "texts[131]" in str(error)
+
+
+@pytest.mark.parametrize("exc, kind", [
+    (InferenceServerException("Request for unknown model: 'm' is not found", status="404"), ModelNotFound),
+    (InferenceServerException("Request for unknown model: 'm' has no available versions", status="400"),
+     ModelNotFound),
+    (InferenceServerException("Server not ready: UNAVAILABLE", status="503"), ServerUnavailable),
+    (InferenceServerException("encoder crashed", status="500"), ServerError),
+    (InferenceServerException("batch-size must be <= 64", status="400"), InvalidInput),
+    (ConnectionRefusedError(111, "Connection refused"), ServerUnavailable),
+    (TimeoutError("timed out"), ServerUnavailable),
+])
+def test_exceptions_map_to_typed_errors(exc, kind):
+    assert type(translate(exc)) is kind
+
+
+def test_programming_errors_are_not_translated():
+    assert translate(KeyError("x")) is None
+
+
+# -- retry policy ---------------------------------------------------------------------------------------------------
+
+def run_with_retries(retry: Retry, failures: list[Exception]) -> tuple[str, int]:
+    """Drive Retry.attempts_for the way both clients do; the request raises ``failures`` in turn, then succeeds."""
+    calls = 0
+    translator = make_translator(settings(), TRANSPORT, model="m")
+    for attempt in retry.attempts_for("test", translator):
+        with attempt:
+            calls += 1
+            if failures:
+                raise failures.pop(0)
+            return "ok", calls
+    raise AssertionError("unreachable")
+
+
+def test_retryable_failures_are_retried_until_success():
+    assert run_with_retries(Retry(attempts=3, backoff=0), [ConnectionResetError(), TimeoutError()]) == ("ok", 3)
+
+
+def test_retries_stop_after_the_configured_attempts_with_server_unavailable():
+    with pytest.raises(ServerUnavailable, match="ConnectionRefusedError") as caught:
+        run_with_retries(Retry(attempts=2, backoff=0), [ConnectionRefusedError()] * 3)
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+
+@pytest.mark.parametrize("status", ["400", "404", "500"])
+def test_client_and_server_errors_are_never_retried(status):
+    failures = [InferenceServerException("no", status=status), InferenceServerException("no", status=status)]
+    with pytest.raises((InvalidInput, ModelNotFound, ServerError)):
+        run_with_retries(Retry(attempts=5, backoff=0), failures)
+    assert len(failures) == 1  # exactly one request was made
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter():
+    retry = Retry(attempts=10, backoff=0.1, max_backoff=1.0, jitter=0.5)
+    down = ServerUnavailable("down")
+    for attempt, base in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (8, 1.0)]:
+        delays = [retry.next_delay(down, attempt) for _ in range(50)]
+        assert all(base <= d <= base * 1.5 for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert retry.next_delay(down, 9) is None
+    assert retry.next_delay(InvalidInput("x", index=0, reason="x"), 0) is None
