@@ -18,6 +18,8 @@ from _bench_measure import Batches, Settings, measure
 
 log = logging.getLogger("exporter.bench.served")
 
+REQUEST_TIMEOUT_S = 600.0  # int4 on CPU at concurrency 16 queues minutes of work: slow is a figure, not an error
+
 
 class RssSampler:
     """Peak of the summed RSS of a process tree, sampled every ``interval_s`` in a background thread."""
@@ -46,12 +48,13 @@ class RssSampler:
 
 
 def serve_and_measure(repository: Path, model: str, runs: list[tuple[Batches, int]], settings: Settings,
-                      label: str, on_window: Callable[[], None], timeout_s: float = 30.0) -> list[dict[str, Any]]:
+                      label: str, on_window: Callable[[], None]) -> list[dict[str, Any]]:
     """Start Triton on ``repository``, measure ``model`` for every ``(workload, concurrency)``, stop it."""
-    from client import EmbeddingClient
+    from client import EmbeddingClient, Timeouts
 
     from exporter.serve import ServerSettings, TritonServer
 
+    timeouts = Timeouts(request=REQUEST_TIMEOUT_S)
     results = []
     server = TritonServer(ServerSettings(repository, http_port=0, grpc_port=0, metrics_port=0))
     with server, RssSampler(server.process.pid) as rss:
@@ -59,7 +62,7 @@ def serve_and_measure(repository: Path, model: str, runs: list[tuple[Batches, in
             batch_size = max(len(b) for b in batches.texts)
             with ExitStack() as stack:
                 clients = [stack.enter_context(EmbeddingClient(server.http_url, model=model, batch_size=batch_size,
-                                                               timeout=timeout_s))
+                                                               max_concurrency=1, timeouts=timeouts))
                            for _ in range(concurrency)]
                 result = measure([c.embed for c in clients], batches, settings, on_window)
             results.append({"runner": label, **result})
