@@ -29,7 +29,7 @@ from .routes import ROUTE_BUILDERS, BuildJob, RouteResult
 from .runtime.onnx_encoder import OnnxEncoder
 from .runtime.torch_encoder import TorchEncoder
 from .verification_set import verification_sentences
-from .verify import ExportError, GateError, GateResult, reference_embeddings, run_gate
+from .verify import ExportError, GateError, GateResult, gate_statistic, reference_embeddings, run_gate
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions) -> 
     reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, options.trust_remote_code)
     encoder = RUNTIMES[plan.runtime](str(work))
     return run_gate(encoder, work / TOKENIZER_DIR, reference, sentences, spec.max_seq_length,
-                    options.threshold(plan.precision), accept_degraded=options.accept_degraded,
+                    options.threshold(plan.precision), statistic=gate_statistic(plan.precision),
+                    accept_degraded=options.accept_degraded,
                     label=f"{plan.name} ({plan.precision}, {plan.route})")
 
 

@@ -55,8 +55,9 @@ def summary_line(report: dict[str, Any], path: Path) -> str:
                                                else "FAILED")
     ratio = report.get("size_ratio_vs_fp32") or 0.0
     return (f"{report['name']}: {report['precision']} ({report['route']}) {report['weights_bytes'] / 1e6:.1f} MB "
-            f"= {ratio:.1%} of fp32; gate min cos {gate['min_cosine']:.6f} (threshold {gate['threshold']}, "
-            f"mean {gate['mean_cosine']:.6f}, p1 {gate['p1']:.6f}) {verdict}; {report['timings']['total']:.1f} s "
+            f"= {ratio:.1%} of fp32; gate {gate['statistic'].replace('_', ' ')} {gate[gate['statistic']]:.6f} >= "
+            f"{gate['threshold']}? {verdict} (min {gate['min_cosine']:.6f}, mean {gate['mean_cosine']:.6f}, "
+            f"p1 {gate['p1']:.6f}); {report['timings']['total']:.1f} s "
             f"-> {path}")
 
 

@@ -120,6 +120,7 @@ def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], 
         prefix = key[: -len(NF4_MARKER)]  # "<module>.weight"
         owner = prefix.rsplit(".", 1)[0]
         stats = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        used |= {prefix} | {prefix + "." + k for k in stats}  # before from_prequantized rewrites stats
         parent_name, _, child = owner.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
         old: nn.Linear = getattr(parent, child)
@@ -131,7 +132,6 @@ def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], 
             new.bias = nn.Parameter(tensors[owner + ".bias"].to(device, compute), requires_grad=False)
             used.add(owner + ".bias")
         setattr(parent, child, new)
-        used |= {prefix} | {prefix + "." + k for k in stats}
     return used
 
 

@@ -1,0 +1,61 @@
+"""int4 route (torch): bitsandbytes NF4 ``Linear4bit`` for every transformer linear layer.
+
+bitsandbytes leaves embeddings alone, and in small models the word-embedding table is about half the weights,
+so the table (every ``nn.Embedding``) is stored int8 row-wise (one fp16 scale per row) and dequantized at load;
+NF4 statistics are double-quantized (``compress_statistics``). Everything else is stored fp16. Compute: fp16 on
+GPU, fp32 on CPU (``encoder.json`` "compute_dtype"); bitsandbytes 0.50 runs NF4 on CPU, so CI gates this route.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..runtime.torch_encoder import INT8_SUFFIX, SCALE_SUFFIX
+from .base import BuildJob, RouteResult
+from .torch_common import load_fp32, save
+
+BLOCK_SIZE = 32
+
+
+def _nf4(weight: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    """bitsandbytes NF4 packing, keyed exactly as ``Linear4bit`` saves itself (``<name>`` = "<module>.weight")."""
+    import bitsandbytes.functional as bnbf
+
+    packed, state = bnbf.quantize_4bit(weight.float(), blocksize=BLOCK_SIZE, quant_type="nf4",
+                                       compress_statistics=True)
+    return {name: packed, **{f"{name}.{k}": v for k, v in state.as_dict(packed=True).items()}}
+
+
+def _int8_rows(weight: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    """Symmetric int8 per row: ``weight ≈ int8 * scale[row]``."""
+    scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(weight / scale.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
+    return {name + INT8_SUFFIX: q, name + SCALE_SUFFIX: scale.half()}
+
+
+def build(job: BuildJob, work: Path) -> RouteResult:
+    result = RouteResult(files=[], fp32_bytes=0)
+    encoder = load_fp32(job, result)
+    tensors: dict[str, torch.Tensor] = {}
+    quantized: set[str] = set()
+    with result.timed("quantize"):
+        for name, module in encoder.named_modules():
+            key = f"{name}.weight"
+            if isinstance(module, nn.Linear) and name.startswith("transformer."):
+                tensors.update(_nf4(module.weight.data, key))
+            elif isinstance(module, nn.Embedding):
+                tensors.update(_int8_rows(module.weight.data, key))
+            else:
+                continue
+            quantized.add(key)
+        for key, value in encoder.state_dict().items():
+            if key not in quantized:
+                tensors[key] = value.half() if value.is_floating_point() else value
+    save(job, work, tensors, {"cpu": "float32", "cuda": "float16"}, result,
+         quantization={"linear": f"bitsandbytes nf4 blocksize {BLOCK_SIZE}, double-quantized statistics",
+                       "embeddings": "int8 per row, fp16 scales", "other": "float16"})
+    result.details["int4"] = {"linear": "nf4", "embeddings": "int8 rows"}
+    return result
