@@ -100,12 +100,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         for batches in workloads:
             bar.set_postfix_str(batches.name)
             result = measure([call], batches, settings, on_window=lambda: bar.update(1))
-            results.append({"runner": spec["label"], **result})
+            peak = self_peak_rss_mb()  # grows with the longest input so far: workloads run short to long
+            results.append({"runner": spec["label"], **result, "rss_mb": peak, "model_rss_mb": peak - rss_before})
     rss = {"libraries": rss_before, "after_run": self_rss_mb(), "peak": self_peak_rss_mb(),
            "torch_imported": "torch" in sys.modules}
-    for result in results:
-        result["rss_mb"] = rss["peak"]
-        result["model_rss_mb"] = rss["peak"] - rss["libraries"]
     return {"label": spec["label"], "load_s": load_s, "rss_mb": rss, "results": results}
 
 

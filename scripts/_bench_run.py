@@ -19,6 +19,7 @@ from tqdm import tqdm
 from _bench_inprocess import run_inprocess
 from _bench_machine import machine, today
 from _bench_measure import Batches
+from _bench_quality import StsbQuality
 from _bench_report import BASELINE
 from _bench_served import serve_and_measure
 from _bench_workloads import STSB_NAME, build_workloads, describe, load_tokenizer, read_stsb
@@ -148,6 +149,8 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
                              work, INPROCESS_TIMEOUT_S)
     report["inprocess"] += baseline["results"]
     served_runs = _served_runs(workloads, profile)
+    quality = StsbQuality(model_dir, pairs[:profile.stsb_pairs], args.max_length)
+    report["quality"] = quality.summary()
     for precision in precisions:
         plan = _plan(model, model_dir, precision, device, args.max_length)
         repository = work / f"repository-{precision}"
@@ -159,6 +162,9 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
             continue
         encoder_dir, tokenizer_dir = _artefact_dirs(repository, entry)
         report["precisions"][precision] = _precision_info(encoder_dir, entry)
+        report["quality"]["precisions"][precision] = scores = quality.score(encoder_dir, tokenizer_dir)
+        log.info("%s: STS-B Spearman %.4f (reference %.4f), min cosine vs fp32 %.4f", precision,
+                 scores["spearman"], quality.reference_spearman, scores["min_cosine"])
         spec = _inprocess_spec(precision, "artefact", encoder_dir, workloads, args, profile, tokenizer_dir)
         report["inprocess"] += run_inprocess(spec, work, INPROCESS_TIMEOUT_S)["results"]
         if not args.no_served:
@@ -166,7 +172,6 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
                       unit="window", file=sys.stderr, leave=False) as bar:
                 report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings,
                                                       precision, on_window=lambda: bar.update(1))
-    report["quality"] = _quality(args, profile, model, model_dir, report, work)
     _add_ratios(report)
     report["targets"] = _targets(report, profile.headline_concurrency)
     return report
@@ -183,9 +188,3 @@ def _precisions(args: argparse.Namespace, profile: Any, device: Any) -> tuple[st
         raise SystemExit(f"error: --precisions={args.precisions!r}: {', '.join(unknown) or 'none'} not available on "
                          f"{device.label}; allowed: {', '.join(device.supported)}")
     return asked
-
-
-def _quality(args: argparse.Namespace, profile: Any, model: str, model_dir: Path, report: dict[str, Any],
-             work: Path) -> dict[str, Any]:
-    """STS-B dev Spearman and cosine vs fp32 per precision, from the project's eval step."""
-    return {}

@@ -22,12 +22,13 @@ REQUEST_TIMEOUT_S = 600.0  # int4 on CPU at concurrency 16 queues minutes of wor
 
 
 class RssSampler:
-    """Peak of the summed RSS of a process tree, sampled every ``interval_s`` in a background thread."""
+    """Summed RSS of a process tree, sampled every ``interval_s`` in a background thread: the idle figure at
+    start, and the peak since the last :meth:`take_peak` (one per served run)."""
 
-    def __init__(self, pid: int, interval_s: float = 0.5):
+    def __init__(self, pid: int, interval_s: float = 0.25):
         self.pid, self.interval_s = pid, interval_s
         self.idle_mb = self._total()
-        self.peak_mb = self.idle_mb
+        self._peak_mb = self.idle_mb
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -36,7 +37,12 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak_mb = max(self.peak_mb, self._total())
+            self._peak_mb = max(self._peak_mb, self._total())
+
+    def take_peak(self) -> float:
+        """The peak since the previous call (or the start), including a sample taken now."""
+        peak, self._peak_mb = max(self._peak_mb, self._total()), 0.0
+        return peak
 
     def __enter__(self) -> "RssSampler":
         self._thread.start()
@@ -65,8 +71,6 @@ def serve_and_measure(repository: Path, model: str, runs: list[tuple[Batches, in
                                                                max_concurrency=1, timeouts=timeouts))
                            for _ in range(concurrency)]
                 result = measure([c.embed for c in clients], batches, settings, on_window)
-            results.append({"runner": label, **result})
-        for result in results:
-            result["server_rss_mb"] = rss.peak_mb
-            result["server_idle_rss_mb"] = rss.idle_mb
+            results.append({"runner": label, **result, "server_rss_mb": rss.take_peak(),
+                            "server_idle_rss_mb": rss.idle_mb})
     return results
