@@ -161,10 +161,11 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
         ax.set_xticks(x, precisions)
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"{report['model']}, STS-B dev sentences, batch {report['settings']['batch_size']}, "
                  f"{report['machine']['cpu']} x{report['machine']['cores']}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
