@@ -151,15 +151,14 @@ def encoder_metadata(spec: EncoderSpec, trust_remote_code: bool = False) -> dict
 
 
 def _load_dense_weights(layer: torch.nn.Module, directory: Path) -> None:
-    """Dense weights from safetensors (or a weights-only torch file; never unpickles arbitrary objects)."""
-    st_file, bin_file = directory / "model.safetensors", directory / "pytorch_model.bin"
-    if st_file.is_file():
-        from safetensors.torch import load_file
-        state = load_file(str(st_file))
-    elif bin_file.is_file():
-        state = torch.load(str(bin_file), map_location="cpu", weights_only=True)
-    else:
-        raise ModelError(f"{directory} is a Dense module without weights: model.safetensors is missing")
+    """Dense weights from safetensors only: a pickle file (pytorch_model.bin) is never loaded."""
+    from safetensors.torch import load_file
+
+    st_file = directory / "model.safetensors"
+    if not st_file.is_file():
+        raise ModelError(f"{directory} is a Dense module without weights: model.safetensors is missing (pickle "
+                         "files such as pytorch_model.bin are never loaded; convert them to safetensors)")
+    state = load_file(str(st_file))
     layer[0].load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
 
 
@@ -171,7 +170,7 @@ def load_encoder(spec: EncoderSpec, *, trust_remote_code: bool = False,
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         transformer = AutoModel.from_pretrained(str(spec.transformer_dir), trust_remote_code=trust_remote_code,
-                                                dtype=torch.float32, **kwargs)
+                                                dtype=torch.float32, use_safetensors=True, **kwargs)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ModelError(f"{spec.model_dir} needs custom code; pass --trust-remote-code if you trust it") \
@@ -203,7 +202,20 @@ def export_onnx(encoder: SentenceEncoder, spec: EncoderSpec, path: Path, opset: 
         torch.onnx.export(encoder, dummy_inputs(spec), str(path), input_names=list(spec.inputs),
                           output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset, dynamo=False,
                           do_constant_folding=True)
+    _fix_output_width(path, spec.dim)
     return path
+
+
+def _fix_output_width(path: Path, dim: int) -> None:
+    """Pin the output's second axis to ``dim`` (the tracer leaves it symbolic after normalisation), so the
+    graph's signature says [batch, dim] as the Triton configs do."""
+    import onnx
+
+    model = onnx.load(str(path))
+    width = model.graph.output[0].type.tensor_type.shape.dim[1]
+    width.Clear()
+    width.dim_value = dim
+    onnx.save(model, str(path))
 
 
 def copy_tokenizer(spec: EncoderSpec, target: Path) -> list[Path]:

@@ -162,9 +162,28 @@ def check_model_dir(path: Path) -> None:
         raise ModelError(f"{config} is not valid JSON: {exc}") from None
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
         raise ModelError(f"{path} has no tokenizer: tokenizer.json (or tokenizer_config.json) is missing")
-    weights = list(path.glob("*.safetensors")) + list(path.glob("pytorch_model*.bin"))
+    weights = sorted(path.glob("*.safetensors"))
     if not weights:
-        raise ModelError(f"{path} has no weights: model.safetensors (or pytorch_model.bin) is missing")
+        pickled = sorted(p.name for p in path.glob("pytorch_model*.bin"))
+        hint = (f"; {', '.join(pickled)} is a pickle file, which is never loaded (unpickling runs code): convert "
+                "it to safetensors first" if pickled else "")
+        raise ModelError(f"{path} has no weights: model.safetensors is missing{hint}")
+    for weights_file in weights:
+        check_safetensors(weights_file)
+
+
+def check_safetensors(path: Path) -> None:
+    """Open the file's header (no tensor is read): a truncated or corrupt file fails here, naming itself.
+
+    Why here: otherwise the failure surfaces deep inside transformers as a bare SafetensorError traceback.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{path} is truncated or corrupt ({exc}); download or copy it again") from None
 
 
 def native_dtype(model_dir: Path | None) -> str | None:

@@ -73,7 +73,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _reference_model(model_dir: str, max_seq_length: int, trust_remote_code: bool):
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(model_dir, device="cpu", trust_remote_code=trust_remote_code)
+    model = SentenceTransformer(model_dir, device="cpu", trust_remote_code=trust_remote_code,
+                                model_kwargs={"use_safetensors": True})
     model.max_seq_length = max_seq_length
     return model
 
