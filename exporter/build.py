@@ -6,6 +6,7 @@ failed quality gate, a crash or a SIGKILL half-way leaves the previously publish
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
@@ -39,21 +40,38 @@ def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], reposi
     ``model_dirs`` maps model id -> local directory (or the ModelError that says why it is unavailable), as
     :func:`exporter.context.load_context` gives it.
     """
-    from .artefact import ExportOptions, export_artefact
+    from .artefact import ExportError, ExportOptions, export_artefact
 
     start = time.perf_counter()
-    with staging(Path(repository)) as root:
-        entries = []
-        for plan in plans:
-            model_dir = model_dirs[plan.model]
-            if isinstance(model_dir, ModelError):
-                raise model_dir
-            log.info("exporting %s as %s (%s, %s)", plan.model, plan.name, plan.precision, plan.route)
-            artefact = export_artefact(plan, Path(model_dir), root / ARTEFACTS, export_options or ExportOptions())
-            entries.append(ModelEntry(plan, Path(artefact)))
-        manifest = assemble(root, entries, options)
-        shutil.rmtree(root / ARTEFACTS, ignore_errors=True)
-        publish(root, Path(repository))
+    try:
+        with staging(Path(repository)) as root:
+            entries = []
+            for plan in plans:
+                model_dir = model_dirs[plan.model]
+                if isinstance(model_dir, ModelError):
+                    raise model_dir
+                log.info("exporting %s as %s (%s, %s)", plan.model, plan.name, plan.precision, plan.route)
+                artefact = export_artefact(plan, Path(model_dir), root / ARTEFACTS,
+                                           export_options or ExportOptions())
+                entries.append(ModelEntry(plan, Path(artefact)))
+            manifest = assemble(root, entries, options)
+            shutil.rmtree(root / ARTEFACTS, ignore_errors=True)
+            publish(root, Path(repository))
+    except OSError as exc:  # full disk, read-only or unwritable location: say where and what to do
+        raise ExportError(_file_system_error(exc, Path(repository))) from exc
     seconds = time.perf_counter() - start
     log.info("built %s (%d model(s)) in %.1f s", repository, len(plans), seconds)
     return BuildResult(Path(repository).absolute(), manifest, seconds)
+
+
+_FS_HINTS = {errno.ENOSPC: "free some space there or choose another --repository",
+             errno.EDQUOT: "free some space there or choose another --repository",
+             errno.EROFS: "choose a writable --repository", errno.EACCES: "choose a writable --repository",
+             errno.EPERM: "choose a writable --repository"}
+
+
+def _file_system_error(exc: OSError, repository: Path) -> str:
+    """'cannot build <repo>: <reason> (<path>); <what to do>' for an OSError raised while building."""
+    where = exc.filename or f"writing under {repository.absolute().parent}"
+    hint = _FS_HINTS.get(exc.errno or 0, "check the path and the file system")
+    return f"cannot build {repository}: {exc.strerror or exc} ({where}); {hint}"
