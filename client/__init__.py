@@ -9,9 +9,9 @@ from ._sync import EmbeddingClient
 from .errors import EmbeddingError, InvalidInput, ModelNotFound, ServerError, ServerUnavailable
 
 __all__ = [
-    "AsyncEmbeddingClient",
     "ENV_MODEL",
     "ENV_URL",
+    "AsyncEmbeddingClient",
     "EmbeddingClient",
     "EmbeddingError",
     "InvalidInput",

@@ -16,22 +16,8 @@ import aiohttp
 import numpy as np
 import tritonclient.http.aio as aioclient
 
-from ._common import (
-    DEFAULT_MAX_CONCURRENCY,
-    ModelInfo,
-    Retry,
-    Settings,
-    Timeouts,
-    assemble,
-    batch_size_for,
-    choose_model,
-    encode_texts,
-    make_translator,
-    not_an_embedding_model,
-    read_embeddings,
-    request_tensors,
-    spans,
-)
+from . import _common as common
+from ._common import ModelInfo, Retry, Timeouts
 from .errors import ModelNotFound, ServerUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,9 +34,9 @@ class AsyncEmbeddingClient:
     """
 
     def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
-                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
+                 max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
                  retry: Retry | None = None):
-        self.settings = Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
+        self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
         self._client: Transport | None = None  # made on first use, inside the loop that will run it
         self._info: ModelInfo | None = None
@@ -73,10 +59,10 @@ class AsyncEmbeddingClient:
 
     async def embed(self, texts: str | Sequence[str]) -> np.ndarray:
         """See :meth:`client.EmbeddingClient.embed`."""
-        encoded, single = encode_texts(texts)
+        encoded, single = common.encode_texts(texts)
         info = await self.model_info()
         tasks = [asyncio.ensure_future(self._infer(info, encoded, span))
-                 for span in spans(len(encoded), batch_size_for(self.settings, info))]
+                 for span in common.spans(len(encoded), common.batch_size_for(self.settings, info))]
         try:
             parts = await asyncio.gather(*tasks)
         except ModelNotFound:
@@ -86,7 +72,7 @@ class AsyncEmbeddingClient:
         finally:
             for task in tasks:
                 task.cancel()  # after the first failure: stop the remaining batches
-        return assemble(parts, info, single)
+        return common.assemble(parts, info, single)
 
     async def models(self) -> list[ModelInfo]:
         """See :meth:`client.EmbeddingClient.models`."""
@@ -133,7 +119,7 @@ class AsyncEmbeddingClient:
 
     async def _call(self, what: str, request: Callable[[Transport], Awaitable[T]], *, model: str | None = None,
                     offset: int = 0) -> T:
-        translate = make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
+        translate = common.make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
         for attempt in self.settings.retry.attempts_for(what, translate):
             with attempt:
                 async with self._limit:
@@ -142,20 +128,20 @@ class AsyncEmbeddingClient:
         raise AssertionError("Retry.attempts_for raises on its last attempt")
 
     async def _infer(self, info: ModelInfo, encoded: list[bytes], span: range) -> np.ndarray:
-        inputs, outputs = request_tensors(encoded[span.start:span.stop])
+        inputs, outputs = common.request_tensors(encoded[span.start:span.stop])
         result = await self._call(f"infer {info.name}[{span.start}:{span.stop}]",
                                   lambda t: t.infer(info.name, inputs, outputs=outputs), model=info.name,
                                   offset=span.start)
-        return read_embeddings(result, info, len(span))
+        return common.read_embeddings(result, info, len(span))
 
     async def _resolve(self, name: str | None) -> ModelInfo:
         if name is None:
-            return choose_model(None, await self.models())
+            return common.choose_model(None, await self.models())
         try:
             config = await self._call(f"config {name}", lambda t: t.get_model_config(name), model=name)
         except ModelNotFound:
-            return choose_model(name, await self.models())  # raises, listing the served models
+            return common.choose_model(name, await self.models())  # raises, listing the served models
         info = ModelInfo.from_config(config)
         if info is None:
-            raise not_an_embedding_model(name, [m.name for m in await self.models()])
+            raise common.not_an_embedding_model(name, [m.name for m in await self.models()])
         return info

@@ -11,6 +11,7 @@ import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -109,7 +110,8 @@ class Attempt:
     def __enter__(self) -> Attempt:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         if not isinstance(exc, Exception):
             return False  # success, or KeyboardInterrupt/CancelledError: never swallowed
         error = self.translate(exc)

@@ -19,22 +19,8 @@ from typing import TypeVar
 import numpy as np
 import tritonclient.http as httpclient
 
-from ._common import (
-    DEFAULT_MAX_CONCURRENCY,
-    ModelInfo,
-    Retry,
-    Settings,
-    Timeouts,
-    assemble,
-    batch_size_for,
-    choose_model,
-    encode_texts,
-    make_translator,
-    not_an_embedding_model,
-    read_embeddings,
-    request_tensors,
-    spans,
-)
+from . import _common as common
+from ._common import ModelInfo, Retry, Timeouts
 from .errors import ModelNotFound, ServerUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,9 +41,9 @@ class EmbeddingClient:
     """
 
     def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
-                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
+                 max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
                  retry: Retry | None = None):
-        self.settings = Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
+        self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
         self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="emb-client")
         self._local = threading.local()
         self._transports: list[Transport] = []
@@ -87,10 +73,10 @@ class EmbeddingClient:
         """Embed ``texts``: a list gives ``(n, dim)`` float32 rows in input order (``(0, dim)`` for ``[]``), a single
         str gives ``(dim,)``. Raises ``InvalidInput`` (with the text's index), ``ModelNotFound``,
         ``ServerUnavailable`` (after retries) or ``ServerError``."""
-        encoded, single = encode_texts(texts)
+        encoded, single = common.encode_texts(texts)
         info = self.model_info()
         futures = [self._submit(self._infer, info, encoded, span)
-                   for span in spans(len(encoded), batch_size_for(self.settings, info))]
+                   for span in common.spans(len(encoded), common.batch_size_for(self.settings, info))]
         try:
             parts = [future.result() for future in futures]
         except ModelNotFound:
@@ -100,7 +86,7 @@ class EmbeddingClient:
         finally:
             for future in futures:
                 future.cancel()  # after the first failure: do not start the remaining batches
-        return assemble(parts, info, single)
+        return common.assemble(parts, info, single)
 
     def models(self) -> list[ModelInfo]:
         """The ready embedding models (TEXT -> EMBEDDING ensembles) with dim, precision and route, by name."""
@@ -149,7 +135,7 @@ class EmbeddingClient:
 
     def _call(self, what: str, request: Callable[[Transport], T], *, model: str | None = None,
               offset: int = 0) -> T:
-        translate = make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
+        translate = common.make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
         for attempt in self.settings.retry.attempts_for(what, translate):
             with attempt:
                 return request(self._transport())
@@ -157,11 +143,11 @@ class EmbeddingClient:
         raise AssertionError("Retry.attempts_for raises on its last attempt")
 
     def _infer(self, info: ModelInfo, encoded: list[bytes], span: range) -> np.ndarray:
-        inputs, outputs = request_tensors(encoded[span.start:span.stop])
+        inputs, outputs = common.request_tensors(encoded[span.start:span.stop])
         result = self._call(f"infer {info.name}[{span.start}:{span.stop}]",
                             lambda t: t.infer(info.name, inputs, outputs=outputs), model=info.name,
                             offset=span.start)
-        return read_embeddings(result, info, len(span))
+        return common.read_embeddings(result, info, len(span))
 
     def _list_models(self) -> list[ModelInfo]:
         index = self._call("repository index", lambda t: t.get_model_repository_index())
@@ -171,14 +157,14 @@ class EmbeddingClient:
 
     def _resolve(self, name: str | None) -> ModelInfo:
         if name is None:
-            return choose_model(None, self._list_models())
+            return common.choose_model(None, self._list_models())
         try:
             config = self._call(f"config {name}", lambda t: t.get_model_config(name), model=name)
         except ModelNotFound:
-            return choose_model(name, self._list_models())  # raises, listing the served models
+            return common.choose_model(name, self._list_models())  # raises, listing the served models
         info = ModelInfo.from_config(config)
         if info is None:
-            raise not_an_embedding_model(name, [m.name for m in self._list_models()])
+            raise common.not_an_embedding_model(name, [m.name for m in self._list_models()])
         return info
 
     def _ready_once(self) -> bool:

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from client import ENV_MODEL, ENV_URL, InvalidInput, ModelInfo, ModelNotFound, Retry, ServerError, ServerUnavailable
-from client import Timeouts
+from client import (
+    ENV_MODEL,
+    ENV_URL,
+    InvalidInput,
+    ModelInfo,
+    ModelNotFound,
+    Retry,
+    ServerError,
+    ServerUnavailable,
+    Timeouts,
+)
 from client._common import (
     Settings,
     assemble,
@@ -31,7 +40,8 @@ TRANSPORT = (OSError,)
 
 
 def settings(**overrides) -> Settings:
-    values = dict(url="localhost:8000", model=None, batch_size=None, max_concurrency=4, timeouts=None, retry=None)
+    values = {"url": "localhost:8000", "model": None, "batch_size": None, "max_concurrency": 4, "timeouts": None,
+              "retry": None}
     values.update(overrides)
     return Settings.create(**values)
 
