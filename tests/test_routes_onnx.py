@@ -1,0 +1,120 @@
+"""ONNX routes (fp32, fp16, int8) on the bundled all-MiniLM-L6-v2: each artefact passes its default gate, has the
+documented layout and graph signature, and its runtime loader reproduces sentence-transformers."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+
+from exporter.artefact import ExportOptions, export_artefact
+from exporter.runtime.onnx_encoder import OnnxEncoder
+from exporter.verify import cosines, encode
+
+from export_helpers import bundled_dir, plan_for, read_report
+
+pytestmark = pytest.mark.slow
+# fp32 is gated on the whole verification set; the derived routes on a spread subset (time on 2 cores)
+LIMITS = {"fp32": None, "fp16": 64, "int8": 64}
+MAX_SIZE_RATIO = {"fp32": 1.0, "fp16": 0.51, "int8": 0.26}
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx-artefacts")
+    return {p: export_artefact(plan_for(p), bundled_dir(), out, ExportOptions(verification_limit=LIMITS[p]))
+            for p in LIMITS}
+
+
+@pytest.fixture(scope="module")
+def reference_model():
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(bundled_dir()), device="cpu")
+
+
+@pytest.mark.parametrize("precision", list(LIMITS))
+def test_gate_passes_with_default_threshold(artefacts, precision):
+    gate = read_report(artefacts[precision])["gate"]
+    assert gate["passed"] and not gate["accepted_degraded"]
+    assert gate["statistic"] == "min_cosine"
+    assert gate["min_cosine"] >= gate["threshold"] == {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}[precision]
+    assert gate["min_cosine"] <= gate["p1"] <= gate["mean_cosine"] <= 1.0 + 1e-6
+    assert gate["sentences"] == (64 if LIMITS[precision] else gate["sentences"]) and gate["sentences"] >= 64
+    assert len(gate["worst"]) == 5 and all("text" in w and "cosine" in w for w in gate["worst"])
+
+
+def test_fp32_gated_on_whole_verification_set(artefacts):
+    from exporter.verification_set import verification_sentences
+
+    assert read_report(artefacts["fp32"])["gate"]["sentences"] == len(verification_sentences()) >= 250
+
+
+@pytest.mark.parametrize("precision", list(LIMITS))
+def test_report_contents(artefacts, precision):
+    path = artefacts[precision]
+    report = read_report(path)
+    assert path.name == f"m-{precision}"
+    assert report["name"] == path.name and report["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (report["precision"], report["runtime"], report["output"]) == (precision, "onnx", "sentence_embedding")
+    assert report["route"] == report["plan"]["route"] and report["plan"]["precision"] == precision
+    assert report["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert (report["dim"], report["max_seq_length"]) == (384, 256)
+    assert {"model.onnx", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
+            "tokenizer/special_tokens_map.json"} <= set(report["files"])
+    for rel, record in report["files"].items():
+        data = (path / rel).read_bytes()
+        assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert 0 < report["size_ratio_vs_fp32"] <= MAX_SIZE_RATIO[precision]
+    assert {"export", "gate", "total"} <= set(report["timings"])
+    assert {"onnxruntime", "torch", "transformers", "sentence-transformers"} <= set(report["versions"])
+    assert report["device"] == "cuda:8.0"
+    assert sorted(p.name for p in path.iterdir()) == ["model.onnx", "report.json", "tokenizer"]
+
+
+@pytest.mark.parametrize("precision", list(LIMITS))
+def test_graph_signature(artefacts, precision):
+    model = onnx.load(str(artefacts[precision] / "model.onnx"), load_external_data=False)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    for tensor in model.graph.input:
+        assert tensor.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        dims = [d.dim_param or d.dim_value for d in tensor.type.tensor_type.shape.dim]
+        assert len(dims) == 2 and all(isinstance(d, str) and d for d in dims), dims  # dynamic batch, sequence
+    (out,) = model.graph.output
+    assert out.name == "sentence_embedding" and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+    assert isinstance(dims[0], str) and dims[1] == 384
+
+
+@pytest.mark.parametrize("precision", list(LIMITS))
+def test_runtime_matches_sentence_transformers_in_any_batch(artefacts, reference_model, precision):
+    sentences = ["hi", "A man is playing a guitar on the street corner.", "東京タワーは夜になるときれいに光ります。",
+                 "def add(a, b): return a + b", "word " * 400]
+    encoder = OnnxEncoder(str(artefacts[precision]), threads=2)
+    assert encoder.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    tokenizer_dir = artefacts[precision] / "tokenizer"
+    batched = encode(encoder, tokenizer_dir, sentences, 256)
+    single = np.concatenate([encode(encoder, tokenizer_dir, [s], 256) for s in sentences])
+    reference = reference_model.encode(sentences)
+    threshold = read_report(artefacts[precision])["gate"]["threshold"]
+    assert batched.dtype == np.float32 and batched.shape == (5, 384)
+    assert cosines(batched, reference).min() >= threshold
+    assert cosines(single, reference).min() >= threshold
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-3)  # Normalize is in the graph
+
+
+def test_fp16_graph_stores_half_weights(artefacts):
+    model = onnx.load(str(artefacts["fp16"] / "model.onnx"))
+    kinds = {init.data_type for init in model.graph.initializer if len(init.dims) == 2}
+    assert onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds
+
+
+def test_int8_graph_has_no_float_matrices(artefacts):
+    model = onnx.load(str(artefacts["int8"] / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert "MatMulNBits" in ops
+    big_float = [i.name for i in model.graph.initializer
+                 if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) > 100_000]
+    assert big_float == []
