@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .errors import ModelError
+from .models import check_model_dir
 from .runtime.torch_encoder import POOLING_MODES, SentenceEncoder, dense_layer
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
                                  f"allowed: {', '.join(_MODULE_KINDS)}")
         if not pooling:
             raise ModelError(f"{modules_file} lists no Pooling module; the encoder needs one")
+    check_model_dir(transformer_dir)
     config = _read_json(transformer_dir / "config.json")
     return EncoderSpec(
         model_dir=model_dir, transformer_dir=transformer_dir, pooling=pooling, dense=tuple(dense),

@@ -1,0 +1,153 @@
+"""The encoder graph and the artefact writer: pooling variants on tiny random models, plain HF models, bad
+input, the gate's failure path, and the atomic publish guarantee (interrupted builds leave nothing behind)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+
+from exporter import artefact as artefact_module
+from exporter.artefact import ExportError, ExportOptions, GateError, export_artefact
+from exporter.cli import main
+from exporter.errors import ModelError
+from exporter.export import read_encoder_spec
+
+from export_helpers import bundled_dir, plan_for, read_report, tiny_st_model
+
+LIMIT = 24
+
+
+@pytest.fixture(scope="module")
+def tiny_mean(tmp_path_factory):
+    return tiny_st_model(tmp_path_factory.mktemp("tiny-mean"))
+
+
+def test_bundled_spec_reads_sentence_transformers_files():
+    spec = read_encoder_spec(bundled_dir())
+    assert spec.pooling == ("mean",) and spec.normalize and spec.dense == ()
+    assert spec.inputs == ("input_ids", "attention_mask", "token_type_ids")
+    assert (spec.max_seq_length, spec.dim, spec.sentence_transformers) == (256, 384, True)
+    assert read_encoder_spec(bundled_dir(), max_length=128).max_seq_length == 128
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling,dense", [("mean", False), ("cls", False), ("max", False), ("lasttoken", False),
+                                           ("cls", True)])
+def test_pooling_variants_match_sentence_transformers(tmp_path, pooling, dense):
+    model = tiny_st_model(tmp_path, pooling=pooling, dense=dense)
+    path = export_artefact(plan_for("fp32", "tiny"), model, tmp_path / "out", ExportOptions(verification_limit=LIMIT))
+    report = read_report(path)
+    assert report["gate"]["passed"] and report["gate"]["min_cosine"] >= 0.99999
+    assert report["encoder"]["pooling"] == [pooling]
+    assert report["dim"] == (32 if dense else 64) and report["max_seq_length"] == 64
+
+
+@pytest.mark.slow
+def test_plain_hf_model_gets_mean_pooling_and_normalize_with_warning(tiny_mean, tmp_path, caplog):
+    plain = tiny_mean.parent / "hf"  # the transformer dir alone: no modules.json
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        path = export_artefact(plan_for("fp32", "plain"), plain, tmp_path, ExportOptions(verification_limit=LIMIT))
+    assert any("no modules.json" in r.getMessage() for r in caplog.records)
+    report = read_report(path)
+    assert report["encoder"]["pooling"] == ["mean"] and report["encoder"]["normalize"] is True
+    assert report["encoder"]["sentence_transformers"] is False and report["gate"]["passed"]
+
+
+def test_directory_without_config_names_the_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="config.json is missing"):
+        export_artefact(plan_for("fp32"), tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out" / "m-fp32").exists()
+
+
+def test_unsupported_module_type_is_named(tmp_path, tiny_mean):
+    import shutil
+
+    model = shutil.copytree(tiny_mean, tmp_path / "model")
+    modules = json.loads((model / "modules.json").read_text())
+    modules.append({"idx": 9, "name": "9", "path": "", "type": "sentence_transformers.models.CNN"})
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelError, match="'sentence_transformers.models.CNN' is not supported; allowed: Transformer"):
+        read_encoder_spec(model)
+
+
+def test_unknown_route_lists_available(tmp_path, tiny_mean):
+    plan = dataclasses.replace(plan_for("fp32"), route="onnx-fp8")
+    with pytest.raises(ExportError, match="route 'onnx-fp8' has no builder; available: onnx-fp16, onnx-fp32"):
+        export_artefact(plan, tiny_mean, tmp_path)
+
+
+def _leftovers(out):
+    return [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_failed_gate_keeps_previous_artefact_and_accept_degraded_records_it(tmp_path, tiny_mean):
+    plan = plan_for("fp32", "tiny")
+    first = export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
+    before = (first / "report.json").read_bytes()
+    with pytest.raises(GateError) as info:
+        export_artefact(plan, tiny_mean, tmp_path, ExportOptions(thresholds={"fp32": 1.5}, verification_limit=LIMIT))
+    message = str(info.value)
+    assert "quality gate failed for tiny (fp32, onnx-fp32): min cosine" in message and "< threshold 1.5" in message
+    assert "worst sentences:" in message and "--accept-degraded" in message and "mean" in message
+    assert info.value.gate.passed is False and len(info.value.gate.worst) == 5
+    assert (first / "report.json").read_bytes() == before and _leftovers(tmp_path) == []
+    degraded = export_artefact(plan, tiny_mean, tmp_path,
+                               ExportOptions(thresholds={"fp32": 1.5}, accept_degraded=True, verification_limit=LIMIT))
+    gate = read_report(degraded)["gate"]
+    assert (gate["passed"], gate["accepted_degraded"], gate["threshold"]) == (False, True, 1.5)
+
+
+@pytest.mark.slow
+def test_interrupted_export_leaves_nothing_and_keeps_previous(tmp_path, tiny_mean, monkeypatch):
+    plan = plan_for("fp32", "tiny")
+    real = artefact_module.ROUTE_BUILDERS["onnx-fp32"]
+
+    def interrupted(job, work):  # the real route runs, then the user hits Ctrl-C mid-build
+        real(job, work)
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(artefact_module.ROUTE_BUILDERS, "onnx-fp32", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
+    assert list(tmp_path.iterdir()) == []  # first build interrupted: no artefact, no temp dir
+    monkeypatch.setitem(artefact_module.ROUTE_BUILDERS, "onnx-fp32", real)
+    first = export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
+    files = read_report(first)["files"]
+    monkeypatch.setitem(artefact_module.ROUTE_BUILDERS, "onnx-fp32", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
+    assert read_report(first)["files"] == files and _leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+@pytest.mark.slow
+def test_cli_export_json_and_summary(tmp_path, tiny_mean, capsys):
+    args = ["export", "--model", str(tiny_mean), "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path),
+            "--verification-limit", str(LIMIT)]
+    assert main(args + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["failures"] == [] and data["artefacts"][0]["gate"]["passed"]
+    assert data["artefacts"][0]["path"] == str(tmp_path / "st")
+    assert main(args + ["--min-cosine", "fp32=0.9"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("st: fp32 (onnx-fp32)") and "of fp32; gate min cosine" in line and ">= 0.9? passed" in line
+
+
+@pytest.mark.parametrize("flag,expected", [("int9=0.5", "--min-cosine 'int9=0.5': expected PRECISION=VALUE"),
+                                           ("int8=high", "VALUE must be a cosine between -1 and 1"),
+                                           ("int8", "expected PRECISION=VALUE")])
+def test_cli_rejects_bad_min_cosine(flag, expected, capsys):
+    assert main(["export", "--min-cosine", flag]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_cli_unknown_hub_id_offline(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["export", "--model", "no-such-org/no-such-model", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not in the local Hugging Face cache" in err and "HF_HUB_OFFLINE" in err
+    assert list(tmp_path.iterdir()) == []

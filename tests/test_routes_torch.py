@@ -1,0 +1,72 @@
+"""Torch routes (int4 bitsandbytes NF4, bf16) on the bundled model: gate, sizes, safetensors-only artefact, and
+the self-contained runtime loader reproducing sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from exporter.artefact import ExportOptions, export_artefact
+from exporter.runtime.torch_encoder import TorchEncoder
+from exporter.verify import cosines, encode
+
+from export_helpers import bundled_dir, plan_for, read_report
+
+pytestmark = pytest.mark.slow
+LIMIT = 32  # bitsandbytes NF4 on CPU is slow (no optimised CPU kernel here): a spread subset is enough
+MAX_SIZE_RATIO = {"int4": 0.20, "bf16": 0.51}
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("torch-artefacts")
+    return {p: export_artefact(plan_for(p), bundled_dir(), out, ExportOptions(verification_limit=LIMIT))
+            for p in MAX_SIZE_RATIO}
+
+
+@pytest.mark.parametrize("precision", list(MAX_SIZE_RATIO))
+def test_gate_size_and_layout(artefacts, precision):
+    path = artefacts[precision]
+    report = read_report(path)
+    assert report["runtime"] == "torch" and report["route"] == {"int4": "torch-bnb-nf4", "bf16": "torch-bf16"}[
+        precision]
+    gate = report["gate"]
+    assert gate["passed"] and gate["threshold"] == {"int4": 0.96, "bf16": 0.999}[precision]
+    assert gate["statistic"] == {"int4": "mean_cosine", "bf16": "min_cosine"}[precision]
+    assert report["size_ratio_vs_fp32"] <= MAX_SIZE_RATIO[precision]
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["encoder.json", "model.safetensors", "report.json", "tokenizer"]
+    assert not [p for p in path.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]  # never pickle
+    meta = json.loads((path / "encoder.json").read_text())
+    assert meta["pooling"] == ["mean"] and meta["normalize"] is True and meta["dim"] == 384
+    assert meta["inputs"] == report["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_int4_stores_nf4_linears_and_int8_embeddings(artefacts):
+    from safetensors import safe_open
+
+    with safe_open(str(artefacts["int4"] / "model.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+        table = fh.get_tensor("transformer.embeddings.word_embeddings.weight.int8")
+    assert sum(k.endswith(".quant_state.bitsandbytes__nf4") for k in keys) == 6 * 6 + 1  # 6 layers x 6 + pooler
+    assert str(table.dtype) == "torch.int8" and tuple(table.shape) == (30522, 384)
+
+
+@pytest.mark.parametrize("precision", list(MAX_SIZE_RATIO))
+def test_runtime_loader_matches_sentence_transformers(artefacts, precision):
+    from sentence_transformers import SentenceTransformer
+
+    import bitsandbytes as bnb
+
+    sentences = ["A man is playing a guitar on the street corner.", "Le chat dort sur le canapé.",
+                 "SELECT name FROM users;", "word " * 300]
+    encoder = TorchEncoder(str(artefacts[precision]))
+    if precision == "int4":
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in encoder.module.modules())
+    got = encode(encoder, artefacts[precision] / "tokenizer", sentences, 256)
+    reference = SentenceTransformer(str(bundled_dir()), device="cpu").encode(sentences)
+    assert got.dtype == np.float32 and got.shape == (4, 384)
+    cos = cosines(got, reference)
+    assert cos.mean() >= {"int4": 0.96, "bf16": 0.999}[precision], cos
