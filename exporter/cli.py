@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("exporter.cmd_build", "export the planned models and publish a Triton model repository"),
     "serve": ("exporter.cmd_serve", "run a real local Triton server over a built repository"),
     "export": ("exporter.cmd_export", "build, quality-gate and publish one artefact directory per model"),
+    "eval": ("exporter.cmd_eval", "STS-B Spearman per precision vs the sentence-transformers fp32 reference"),
 }
 
 

@@ -10,12 +10,15 @@ the minimum above 0.99 at the same ~25.6% of the fp32 size.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .base import BuildJob, RouteResult
 from .onnx_common import MODEL_FILE, export_fp32
 
 BITS, BLOCK_SIZE, ACCURACY_LEVEL = 8, 128, 4
+# the quantizer logs one INFO line per node through its own handler; keep its warnings only
+logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
 
 
 def build(job: BuildJob, work: Path) -> RouteResult:
