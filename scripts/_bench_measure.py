@@ -1,6 +1,6 @@
 """The one timing loop of the benchmark, shared by the in-process and the served runs, and its statistics.
 
-A measurement is: warm-up requests (not timed), then ``repeats`` windows of about ``window_s`` seconds each, in
+A measurement is: warm-up requests (not timed, one at a time), then ``repeats`` windows of about ``window_s`` seconds each, in
 which ``concurrency`` threads send one batch per request, cycling over the workload's batches. Windows are
 time-bounded rather than count-bounded so a slow precision (int4 on CPU) cannot stretch the run without bound
 while a fast one still gets many requests. Throughput is reported per window (median, min, max and the relative
@@ -132,8 +132,8 @@ def measure(calls: Sequence[Call], batches: Batches, settings: Settings,
     Each thread gets its own callable so a served run can give every thread its own client connection.
     """
     order, lock = itertools.count(), threading.Lock()
-    for _ in range(-(-settings.warmup_requests // len(calls))):  # ceil: at least warmup_requests in total
-        _run_window(calls, batches, order, lock, None, one_each=True)
+    for _ in range(settings.warmup_requests):  # one thread: a round of 16 concurrent requests would cost minutes
+        _run_window(calls[:1], batches, order, lock, None, one_each=True)
     windows = []
     for _ in range(settings.repeats):
         windows.append(_run_window(calls, batches, order, lock, settings.window_s, one_each=False))

@@ -54,7 +54,7 @@ class Profile:
     precisions: tuple[str, ...] | None  # None: every precision the host supports
 
 
-FULL = Profile(batch_size=64, token_budget=8192, stsb_texts=1024, synthetic={128: 128, 256: 64, 512: 32},
+FULL = Profile(batch_size=64, token_budget=4096, stsb_texts=1024, synthetic={128: 128, 256: 64, 512: 32},
                settings=Settings(repeats=3, window_s=2.0, warmup_requests=1), concurrency=(1, 4, 16),
                headline_concurrency=4, stsb_pairs=None, verification_limit=64, precisions=None)
 QUICK = Profile(batch_size=32, token_budget=4096, stsb_texts=64, synthetic={128: 8}, settings=Settings(1, 0.3, 1),
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="max tokens per text for every runner (default 512, so the 512-token workload is "
                              "not truncated; the model's own default is 256)")
     parser.add_argument("--batch-size", type=int, help="texts per request (default 64; --quick 32); synthetic "
-                        "workloads cap it at 8,192 tokens per request")
+                        "workloads cap it at 4,096 tokens per request")
     parser.add_argument("--concurrency", help="comma-separated served concurrencies (default 1,4,16)")
     parser.add_argument("--repeats", type=int, help="timed windows per figure (default 3)")
     parser.add_argument("--window", type=float, help="seconds per timed window (default 2)")
