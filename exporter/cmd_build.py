@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .build import build_repository
@@ -43,7 +44,13 @@ def serving_options(args: argparse.Namespace) -> ServingOptions:
 def run(args: argparse.Namespace) -> int:
     options = serving_options(args)  # bad flags fail before any export work
     ctx = load_context(args)
-    result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options)
+    from .artefact import ExportError
+
+    try:
+        result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options)
+    except ExportError as exc:  # includes a failed quality gate
+        print(f"error: {exc}\nnothing was published; {args.repository} is unchanged", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({"repository": str(result.repository), "seconds": round(result.seconds, 2),
                           **result.manifest}, indent=2))

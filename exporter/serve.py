@@ -13,6 +13,7 @@ whole group and escalates to SIGKILL, so no stub outlives it.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
@@ -190,7 +191,8 @@ class TritonServer:
         log.info("starting %s", " ".join(command))
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         try:
             self._wait_ready()
         except BaseException:
@@ -293,6 +295,12 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the launcher dies (even by SIGKILL), so no server is orphaned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _signal_group(pgid: int, sig: int) -> None:

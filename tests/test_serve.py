@@ -1,0 +1,118 @@
+"""The local Triton launcher: health endpoints, clean stop (no process left), restart, the serve CLI, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from exporter.serve import ServeError, ServerSettings, TritonServer, group_members
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def port_open(hostport: str) -> bool:
+    host, port = hostport.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_health_and_metrics_endpoints(triton_server, triton_http, served_models):
+    assert triton_http.is_server_live() and triton_http.is_server_ready()
+    for name in served_models.values():
+        for model in (name, f"{name}_tokenizer", f"{name}_encoder"):
+            assert triton_http.is_model_ready(model), model
+    assert http_status(f"http://{triton_server.http_url}/v2/health/ready") == 200
+    with urllib.request.urlopen(triton_server.metrics_url, timeout=5) as response:
+        assert b"nv_inference_request_success" in response.read()
+    assert triton_server.http_url.startswith("127.0.0.1:")
+
+
+def test_stop_leaves_no_process_and_restart_serves_again(built_repository):
+    server = TritonServer(ServerSettings(built_repository, http_port=0, grpc_port=0, metrics_port=0))
+    try:
+        server.start()
+        pgid = server.process.pid
+        assert len(group_members(pgid)) >= 3  # tritonserver + one python stub per python model
+        server.restart()
+        assert http_status(f"http://{server.http_url}/v2/health/ready") == 200
+        pgid = server.process.pid
+    finally:
+        server.stop()
+    assert group_members(pgid) == []
+    assert not port_open(server.http_url) and not port_open(server.grpc_url)
+    server.stop()  # idempotent
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "exporter", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(built_repository, served_models):
+    cli = run_cli(["serve", "--repository", str(built_repository), "--http-port", "0", "--grpc-port", "0",
+                   "--metrics-port", "0", "--json"])
+    try:
+        endpoints = json.loads(cli.stdout.readline())
+        assert sorted(endpoints["models"]) == sorted(served_models.values())
+        assert http_status(f"{endpoints['http']}/v2/health/ready") == 200
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=30) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert group_members(endpoints["pid"]) == []
+    assert not port_open(endpoints["http"].removeprefix("http://"))
+
+
+def test_a_model_that_fails_to_load_is_named_with_the_log_tail(built_repository, tmp_path, served_models):
+    broken = tmp_path / "broken"
+    shutil.copytree(built_repository, broken, copy_function=os.link)
+    name = next(iter(served_models.values()))
+    onnx_file = broken / f"{name}_encoder" / "1" / "model.onnx"
+    onnx_file.unlink()  # a hard link: unlink first so the built repository is not touched
+    onnx_file.write_bytes(b"not an onnx graph")
+    started = time.monotonic()
+    cli = run_cli(["serve", "--repository", str(broken), "--http-port", "0", "--grpc-port", "0",
+                   "--metrics-port", "0", "--ready-timeout", "60"])
+    out, err = cli.communicate(timeout=90)
+    assert cli.returncode == 1, (out, err)
+    assert f"{name}_encoder" in err and "failed to load" in err
+    assert "tritonserver log tail" in err
+    assert time.monotonic() - started < 60, "failure should be reported as soon as the model fails"
+
+
+def test_missing_repository_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match=r"manifest.json is missing; run 'python -m exporter build' first"):
+        TritonServer(ServerSettings(tmp_path / "nothing"))
+
+
+def test_binding_all_interfaces_warns_and_unknown_binary_is_a_clear_error(built_repository, caplog):
+    # a missing binary fails right after the bind warning, so nothing is ever exposed on 0.0.0.0 by this test
+    server = TritonServer(ServerSettings(built_repository, host="0.0.0.0", tritonserver="no-such-tritonserver",
+                                         http_port=0, grpc_port=0, metrics_port=0))
+    assert server.http_url.startswith("127.0.0.1:")  # clients of a 0.0.0.0 server connect over loopback
+    with caplog.at_level("WARNING", logger="exporter.serve"):
+        with pytest.raises(Exception, match=r"--tritonserver 'no-such-tritonserver' is neither an executable"):
+            server.start()
+    assert any("0.0.0.0" in r.message and "reachable from other hosts" in r.message for r in caplog.records)
+    assert server.process is None
