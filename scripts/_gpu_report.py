@@ -44,14 +44,17 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Warm-up {meta['warmup']} calls, then up to {meta['repeats']} timed calls per variant and workload; "
              "ms per batch as median (p10–p90); tokens/s at the median; memory = NVML device memory the "
              "variant's process added (CUDA context included); cos = vectors vs torch fp32 on the exporter's "
-             "verification sentences, padded batches.", ""]
+             "verification sentences, padded batches.", ""] + [f"Note: {n}" for n in meta.get("notes", [])] + [""]
     for label, shape in report["shapes"].items():
-        lines += [f"## {label}", "", f"Model dir: `{shape['model_dir']}`; artefacts built in {shape.get('build_s')} s.",
-                  "", "| artefact | fused operators | size MB | build s | error |", "|---|---|---|---|---|"]
+        lines += [f"## {label}", "", f"Model dir: `{shape['model_dir']}`; artefact builds in this call: "
+                  f"{shape.get('build_s')} s (artefacts an earlier `--build-only` call finished are reused; "
+                  "build s below is each one's own, parallel builds).", "",
+                  "| artefact | fused operators | optimizer's onnxruntime | size MB | build s | error |",
+                  "|---|---|---|---|---|---|"]
         for kind, art in shape.get("artefacts", {}).items():
             fused = ", ".join(f"{k} {v}" for k, v in (art.get("fused") or {}).items()) or "–"
-            lines.append(f"| {kind} | {fused} | {_fmt(art.get('mb'))} | {_fmt(art.get('build_s'))} | "
-                         f"{art.get('error') or ''} |")
+            lines.append(f"| {kind} | {fused} | {art.get('optimizer_onnxruntime', '–')} | {_fmt(art.get('mb'))} | "
+                         f"{_fmt(art.get('build_s'))} | {art.get('error') or ''} |")
         for workload in workloads(report):
             lines += ["", f"### {label}, batch {workload.replace('x', ' x ')} tokens", "",
                       "| variant | what | k tokens/s | vs baseline | ms median (p10–p90) | GPU MiB | min cos | "
@@ -64,7 +67,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(
                     f"| {row['variant']} | {what} | {row['tokens_per_s'] / 1000:,.0f} | {row['ratio']:.2f}x | "
                     f"{row['ms_median']:.2f} ({row['ms_p10']:.2f}–{row['ms_p90']:.2f}) | "
-                    f"{_fmt(row['gpu_mem_mib'], 0)} | {_fmt(row['min_cos'], 5)} | {_fmt(row['mean_cos'], 5)} |")
+                    f"{_fmt(row['gpu_mem_mib'], 0)} | {_fmt(row['min_cos'], 6)} | {_fmt(row['mean_cos'], 6)} |")
     return "\n".join(lines) + "\n"
 
 

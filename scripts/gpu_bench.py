@@ -117,7 +117,10 @@ def build_artefact(kind: str, model_dir: str, max_length: int, work: str) -> dic
     out = Path(work) / kind
     out.mkdir(parents=True, exist_ok=True)
     job = _job(model_dir, max_length, "fp32" if kind in ("fp32", "int8") else "fp16")
-    info: dict[str, Any] = {"kind": kind}
+    import onnxruntime
+
+    # the optimizer's fusions differ between ONNX Runtime versions (1.30 misses transformers 5.x attention)
+    info: dict[str, Any] = {"kind": kind, "optimizer_onnxruntime": onnxruntime.__version__}
     if kind in ("fp32", "fp16"):
         from exporter.routes import ROUTE_BUILDERS
 
@@ -309,6 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-timeout-s", type=float, default=180.0)
     parser.add_argument("--work", default="/tmp/gpu-bench-work", help="scratch directory (model dirs, graphs)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny large-shape, 2x16, 2 repeats")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report header (repeatable)")
     parser.add_argument("--build-only", action="store_true", help="build (or reuse) the ONNX artefacts, time nothing")
     parser.add_argument("--report", help="re-render Markdown and PNG from this results JSON and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -356,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"meta": {**machine(), **gpu_facts(), "date": today(), "device": args.device,
                                        "workloads": args.workloads, "repeats": args.repeats,
                                        "warmup": args.warmup, "baseline": BASELINE,
-                                       "variants": {k: v[3] for k, v in VARIANTS.items()}}, "shapes": {}}
+                                       "variants": {k: v[3] for k, v in VARIANTS.items()},
+                                       "notes": args.note}, "shapes": {}}
     out = Path(args.out)
     for label in args.shapes:
         model_dir = Path(args.minilm_dir)
