@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -118,6 +119,8 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so a running tritonserver is stopped and temp dirs are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
