@@ -172,6 +172,7 @@ class ModelInfo:
     precision: str | None = None
     route: str | None = None
     source: str | None = None  # the Hugging Face id or directory it was exported from
+    max_seq_length: int | None = None  # tokens per text; longer texts are truncated by the server
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelInfo | None:
@@ -189,8 +190,9 @@ class ModelInfo:
         dim = int(params["dim"]) if params.get("dim") else (dims[-1] if dims and dims[-1] > 0 else 0)
         if dim < 1:
             return None
+        max_seq_length = params.get("max_seq_length")
         return cls(config["name"], dim, int(config["max_batch_size"]), params.get("precision"),
-                   params.get("route"), params.get("model"))
+                   params.get("route"), params.get("model"), int(max_seq_length) if max_seq_length else None)
 
 
 def choose_model(requested: str | None, served: Sequence[ModelInfo]) -> ModelInfo:

@@ -91,9 +91,10 @@ def _models(client: EmbeddingClient, args: argparse.Namespace) -> int:
     elif not served:
         print(f"no embedding models are served at {client.settings.url}")
     else:
-        print(f"{'name':<28} {'dim':>5} {'precision':<10} {'route':<20} source")
+        print(f"{'name':<28} {'dim':>5} {'tokens':>6} {'precision':<10} {'route':<20} source")
         for m in served:
-            print(f"{m.name:<28} {m.dim:>5} {m.precision or '-':<10} {m.route or '-':<20} {m.source or '-'}")
+            print(f"{m.name:<28} {m.dim:>5} {m.max_seq_length or '-':>6} {m.precision or '-':<10} {m.route or '-':<20} "
+                  f"{m.source or '-'}")
     return 0
 
 

@@ -34,7 +34,8 @@ ENSEMBLE = {
     "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}],
     "output": [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [384]}],
     "parameters": {"precision": {"string_value": "fp32"}, "route": {"string_value": "onnx-fp32"},
-                   "dim": {"string_value": "384"}, "model": {"string_value": "sentence-transformers/all-MiniLM-L6-v2"}},
+                   "dim": {"string_value": "384"}, "model": {"string_value": "sentence-transformers/all-MiniLM-L6-v2"},
+                   "max_seq_length": {"string_value": "256"}},
 }
 TRANSPORT = (OSError,)
 
@@ -101,7 +102,8 @@ def test_assemble_returns_rows_in_order_a_vector_for_one_text_and_zero_rows_for_
 
 def test_model_info_reads_the_ensemble_parameters():
     info = ModelInfo.from_config(ENSEMBLE)
-    assert info == ModelInfo("minilm-fp32", 384, 64, "fp32", "onnx-fp32", "sentence-transformers/all-MiniLM-L6-v2")
+    assert info == ModelInfo("minilm-fp32", 384, 64, "fp32", "onnx-fp32", "sentence-transformers/all-MiniLM-L6-v2",
+                             max_seq_length=256)
 
 
 @pytest.mark.parametrize("change", [

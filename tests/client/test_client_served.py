@@ -123,6 +123,7 @@ def test_models_lists_each_served_model_with_dim_precision_and_route(client, bui
         info = listed[entry["name"]]
         assert (info.dim, info.precision, info.route) == (384, entry["precision"], entry["route"])
         assert info.source == "sentence-transformers/all-MiniLM-L6-v2" and info.max_batch_size > 0
+        assert info.max_seq_length == 256
 
 
 def test_unknown_or_ambiguous_model_raises_model_not_found_listing_models(triton_server, served_models):
