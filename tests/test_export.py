@@ -151,3 +151,17 @@ def test_cli_unknown_hub_id_offline(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not in the local Hugging Face cache" in err and "HF_HUB_OFFLINE" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_fp16_for_architecture_unknown_to_optimizer_falls_back_with_warning(tmp_path, tiny_mean, monkeypatch,
+                                                                            caplog):
+    from exporter.routes import onnx_common
+
+    monkeypatch.setattr(onnx_common, "OPTIMIZER_TYPES", {})  # as if BERT were an architecture it has no fusions for
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        path = export_artefact(plan_for("fp16", "tiny16"), tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
+    assert any("no fusions for model_type='bert'" in r.getMessage() for r in caplog.records)
+    report = read_report(path)
+    assert report["route_details"]["optimizer"].startswith("none (model_type 'bert' unknown")
+    assert report["gate"]["passed"] and report["gate"]["min_cosine"] >= 0.999
