@@ -11,6 +11,7 @@ Fixtures (all session-scoped, built once per test run, on demand):
 - ``triton_server`` -> :class:`exporter.serve.TritonServer`, started on free ports: ``http_url`` / ``grpc_url``
   (``host:port``, as tritonclient wants them), ``metrics_url``, ``start()``, ``stop()``, ``restart()``, ``models``.
   Teardown stops it and kills its whole process group, also on interrupted runs (atexit).
+- ``fp32_repository`` -> ``Path``: the fp32 model alone (hard links), for tests that start their own server.
 - ``triton_http`` -> a ``tritonclient.http.InferenceServerClient`` on that server.
 
 Do not stop the shared server in a test; start your own ``TritonServer(ServerSettings(built_repository,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,22 @@ def build_bundled(dest: Path, precisions: list[str]) -> Path:
 @pytest.fixture(scope="session")
 def built_repository(tmp_path_factory) -> Path:
     return build_bundled(tmp_path_factory.mktemp("triton") / "model_repository", _buildable(PRECISIONS))
+
+
+@pytest.fixture(scope="session")
+def fp32_repository(built_repository, tmp_path_factory) -> Path:
+    """A repository holding only the fp32 model (hard links into ``built_repository``): quick to start, for
+    server lifecycle tests that launch their own servers."""
+    import json
+
+    dest = tmp_path_factory.mktemp("triton-fp32") / "model_repository"
+    manifest = json.loads((built_repository / "manifest.json").read_text())
+    manifest["models"] = [m for m in manifest["models"] if m["precision"] == "fp32"]
+    dest.mkdir()
+    for model in manifest["models"][0]["triton_models"].values():
+        shutil.copytree(built_repository / model, dest / model, copy_function=os.link)
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -47,8 +47,8 @@ def test_health_and_metrics_endpoints(triton_server, triton_http, served_models)
     assert triton_server.http_url.startswith("127.0.0.1:")
 
 
-def test_stop_leaves_no_process_and_restart_serves_again(built_repository):
-    server = TritonServer(ServerSettings(built_repository, http_port=0, grpc_port=0, metrics_port=0))
+def test_stop_leaves_no_process_and_restart_serves_again(fp32_repository):
+    server = TritonServer(ServerSettings(fp32_repository, http_port=0, grpc_port=0, metrics_port=0))
     try:
         server.start()
         pgid = server.process.pid
@@ -68,12 +68,12 @@ def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(built_repository, served_models):
-    cli = run_cli(["serve", "--repository", str(built_repository), "--http-port", "0", "--grpc-port", "0",
+def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(fp32_repository, served_models):
+    cli = run_cli(["serve", "--repository", str(fp32_repository), "--http-port", "0", "--grpc-port", "0",
                    "--metrics-port", "0", "--json"])
     try:
         endpoints = json.loads(cli.stdout.readline())
-        assert sorted(endpoints["models"]) == sorted(served_models.values())
+        assert endpoints["models"] == [served_models["fp32"]]
         assert http_status(f"{endpoints['http']}/v2/health/ready") == 200
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=30) == 0
@@ -84,10 +84,10 @@ def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(built
     assert not port_open(endpoints["http"].removeprefix("http://"))
 
 
-def test_a_model_that_fails_to_load_is_named_with_the_log_tail(built_repository, tmp_path, served_models):
+def test_a_model_that_fails_to_load_is_named_with_the_log_tail(fp32_repository, tmp_path, served_models):
     broken = tmp_path / "broken"
-    shutil.copytree(built_repository, broken, copy_function=os.link)
-    name = next(iter(served_models.values()))
+    shutil.copytree(fp32_repository, broken, copy_function=os.link)
+    name = served_models["fp32"]
     onnx_file = broken / f"{name}_encoder" / "1" / "model.onnx"
     onnx_file.unlink()  # a hard link: unlink first so the built repository is not touched
     onnx_file.write_bytes(b"not an onnx graph")
@@ -106,9 +106,9 @@ def test_missing_repository_is_a_clear_error(tmp_path):
         TritonServer(ServerSettings(tmp_path / "nothing"))
 
 
-def test_binding_all_interfaces_warns_and_unknown_binary_is_a_clear_error(built_repository, caplog):
+def test_binding_all_interfaces_warns_and_unknown_binary_is_a_clear_error(fp32_repository, caplog):
     # a missing binary fails right after the bind warning, so nothing is ever exposed on 0.0.0.0 by this test
-    server = TritonServer(ServerSettings(built_repository, host="0.0.0.0", tritonserver="no-such-tritonserver",
+    server = TritonServer(ServerSettings(fp32_repository, host="0.0.0.0", tritonserver="no-such-tritonserver",
                                          http_port=0, grpc_port=0, metrics_port=0))
     assert server.http_url.startswith("127.0.0.1:")  # clients of a 0.0.0.0 server connect over loopback
     with caplog.at_level("WARNING", logger="exporter.serve"):

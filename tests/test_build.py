@@ -1,0 +1,52 @@
+"""``exporter build`` killed mid-way: the previously published repository stays exactly as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter.repository import staging
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_sigkill_during_build_leaves_the_previous_repository_intact(fp32_repository, tmp_path):
+    dest = tmp_path / "model_repository"
+    shutil.copytree(fp32_repository, dest, copy_function=os.link)  # the "previous" published repository
+    before = snapshot(dest)
+    models = tmp_path / "models.yaml"
+    models.write_text("- model: sentence-transformers/all-MiniLM-L6-v2\n  name: minilm-fp32\n  precision: fp32\n")
+    build = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "build", "--models-file", str(models), "--device", "cpu",
+         "--repository", str(dest)], cwd=REPO_ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    artefacts = tmp_path / f".model_repository.building-{build.pid}" / ".artefacts"
+    try:
+        deadline = time.monotonic() + 180
+        while not (artefacts.is_dir() and any(artefacts.iterdir())):  # the export is writing its artefact
+            assert build.poll() is None, f"build ended (code {build.returncode}) before it could be killed"
+            assert time.monotonic() < deadline, "build never started writing"
+            time.sleep(0.1)
+    finally:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.wait()
+    assert snapshot(dest) == before
+    assert artefacts.parent.is_dir()  # killed mid-build: its staging directory is what is left over
+    with staging(dest):  # the next build clears it
+        pass
+    assert not artefacts.parent.exists()
+    assert snapshot(dest) == before
