@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .plan import Plan
-from .precisions import ROUTES, route_for
+from .precisions import route_for
 from .routes import ROUTE_BUILDERS, BuildJob, RouteResult
 from .runtime.onnx_encoder import OnnxEncoder
 from .runtime.torch_encoder import TorchEncoder
@@ -144,7 +144,7 @@ def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate
         "model": plan.model,
         "precision": plan.precision,
         "route": plan.route,
-        "runtime": ROUTES[plan.precision].runtime,
+        "runtime": plan.runtime,
         "dim": spec.dim,
         "max_seq_length": spec.max_seq_length,
         "inputs": list(spec.inputs),

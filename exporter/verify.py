@@ -96,12 +96,14 @@ def encode(encoder: Encoder, tokenizer_dir: Path, sentences: list[str], max_seq_
            batch: int = BATCH) -> np.ndarray:
     """Vectors from a runtime encoder: tokenise with the artefact's tokenizer (length-sorted batches, as
     sentence-transformers does, so padding stays small), return them in input order."""
+    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     order = np.argsort([-len(s) for s in sentences], kind="stable")
     out: list[np.ndarray] = [None] * len(sentences)  # type: ignore[list-item]
-    for start in range(0, len(order), batch):
+    # a progress bar on an interactive stderr only (disable=None), so logs and CI output stay clean
+    for start in tqdm(range(0, len(order), batch), desc="embed", unit="batch", disable=None, leave=False):
         idx = order[start:start + batch]
         feeds = tokenizer([sentences[i] for i in idx], padding=True, truncation=True, max_length=max_seq_length,
                           return_tensors="np")
