@@ -59,9 +59,10 @@ def print_matrix(texts: list[str], vectors: np.ndarray) -> None:
 
 def main() -> int:
     started = time.perf_counter()
-    t = step("plan: which precision for this host, and why")
-    if exporter_main(["plan"]) != 0:
-        return 1
+    step("plan: which precision for this host, and for a GPU server (cuda:8.0), and why")
+    for device in ("auto", "cuda:8.0"):
+        if exporter_main(["plan", "--device", device]) != 0:
+            return 1
     t = step(f"build: export + quality gate + Triton repository -> {REPOSITORY}")
     if exporter_main(["build", "--repository", str(REPOSITORY)]) != 0:
         return 1
