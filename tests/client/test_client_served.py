@@ -4,9 +4,12 @@ served by the tritonserver binary): order, batching, concurrency, threads, the a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -166,3 +169,65 @@ def test_cli_embed_and_models_against_the_server(triton_server, fp32, tmp_path, 
     assert run.returncode == 0 and fp32 in [m["name"] for m in json.loads(run.stdout)]
     run = subprocess.run([*base[:-1], "missing", "embed", "x"], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 4 and "served embedding models:" in run.stderr
+
+
+class InFlightProxy:
+    """A TCP relay in front of the real server that records the most requests in flight at once: a connection is
+    busy from the client's first bytes until the server's first reply bytes (HTTP/1.1, no pipelining)."""
+
+    def __init__(self, target: str):
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.busy: set[int] = set()
+        self.most = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(downstream, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, downstream, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        key = id(source if from_client else sink)
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                with self.lock:
+                    if from_client:
+                        self.busy.add(key)
+                        self.most = max(self.most, len(self.busy))
+                    else:
+                        self.busy.discard(key)
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_requests_in_flight_never_exceed_max_concurrency(triton_server, fp32, texts, vectors, twin):
+    proxy = InFlightProxy(triton_server.http_url)
+    options = {"model": fp32, "batch_size": 4, "max_concurrency": 3}
+    try:
+        if twin == "sync":
+            with EmbeddingClient(proxy.url, **options) as c:
+                got = c.embed(texts[:240])
+        else:
+            async def run() -> np.ndarray:
+                async with AsyncEmbeddingClient(proxy.url, **options) as c:
+                    return await c.embed(texts[:240])
+            got = asyncio.run(run())
+    finally:
+        proxy.close()
+    np.testing.assert_allclose(got, vectors[:240], atol=ATOL)
+    assert 2 <= proxy.most <= 3  # 60 batches: concurrent, and never above the bound
