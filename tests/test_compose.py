@@ -1,0 +1,83 @@
+"""docker-compose.yml and docker/Dockerfile, checked statically (no docker engine on these machines).
+
+The generated python-backend models must import only what the image has or the Dockerfile installs: the imports
+are read from the very files the repository writer copies into an NGC-served repository.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from exporter.repository import MODELS_DIR, RUNTIME_DIR
+from exporter.triton_config import RUNTIME_LOADERS
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
+IN_IMAGE = {"numpy", "triton_python_backend_utils"}  # shipped by nvcr.io/nvidia/tritonserver:*-py3
+PIP_NAMES = {"tokenizers": "tokenizers", "torch": "torch", "transformers": "transformers",
+             "safetensors": "safetensors", "bitsandbytes": "bitsandbytes"}
+
+
+def service(name: str) -> dict:
+    return COMPOSE["services"][name]
+
+
+def test_services_mount_the_repository_read_only_and_publish_on_loopback():
+    for name in ("triton", "triton-cpu"):
+        svc = service(name)
+        assert "./model_repository:/models:ro" in svc["volumes"]
+        assert "--model-repository=/models" in svc["command"]
+        ports = svc["ports"]
+        assert sorted(p.split(":")[-1] for p in ports) == ["8000", "8001", "8002"]
+        assert all(p.startswith("127.0.0.1:") for p in ports), ports
+        assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
+        assert svc["shm_size"] and svc["build"]["dockerfile"] == "docker/Dockerfile"
+        assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
+
+
+def test_gpu_service_reserves_a_gpu_and_the_cpu_variant_does_not():
+    devices = service("triton")["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "profiles" not in service("triton")  # plain `docker compose up` starts the GPU service
+    assert "deploy" not in service("triton-cpu") and service("triton-cpu")["profiles"] == ["cpu"]
+
+
+def test_dockerfile_uses_an_ngc_image_recent_enough_for_the_exported_graphs():
+    match = re.search(r"ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:(\d\d)\.(\d\d)-py3", DOCKERFILE)
+    assert match, "FROM must default to an NGC tritonserver -py3 image"
+    assert (int(match.group(1)), int(match.group(2))) >= (25, 8), "ORT >= 1.23 is needed for 8-bit MatMulNBits"
+    assert "FROM ${TRITON_IMAGE}" in DOCKERFILE
+
+
+def served_python_files() -> list[Path]:
+    """What the repository writer copies into an NGC-served repository (ONNX encoders run natively there)."""
+    files = [MODELS_DIR / "tokenizer_model.py", MODELS_DIR / "encoder_model.py"]
+    files += [RUNTIME_DIR / loader for runtime, (loader, _) in RUNTIME_LOADERS.items() if runtime != "onnx"]
+    return files
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_dockerfile_installs_every_import_of_the_generated_python_models():
+    installs = " ".join(line for line in DOCKERFILE.splitlines() if "pip install" in line or line.strip()
+                        .startswith('"'))
+    needed = set().union(*(imports(path) for path in served_python_files())) - IN_IMAGE
+    assert needed, "the import scan found nothing: it is broken"
+    unknown = needed - set(PIP_NAMES)
+    assert not unknown, f"generated models import {sorted(unknown)}: install them in docker/Dockerfile"
+    missing = [PIP_NAMES[name] for name in sorted(needed) if not re.search(rf'"{PIP_NAMES[name]}[=<>"]', installs)]
+    assert not missing, f"docker/Dockerfile does not pip install {missing}"
