@@ -1,5 +1,6 @@
 """Server down and back: the client fails fast with ServerUnavailable, then recovers on the same instance once the
-server is restarted. Uses its own TritonServer over the shared built repository (never stops the shared one)."""
+server is restarted. Uses its own TritonServer over the fp32-only repository fixture (never stops the shared
+server); with one model served, the client needs no model name."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ DOWN_BOUND_S = 3.0
 
 
 @pytest.fixture
-def own_server(built_repository):
+def own_server(fp32_repository):
     from exporter.serve import ServerSettings, TritonServer
 
-    server = TritonServer(ServerSettings(built_repository, http_port=0, grpc_port=0, metrics_port=0))
+    server = TritonServer(ServerSettings(fp32_repository, http_port=0, grpc_port=0, metrics_port=0))
     server.start()
     try:
         yield server
@@ -34,11 +35,12 @@ def own_server(built_repository):
 def test_server_down_then_restarted_same_clients_recover(own_server, served_model):
     model = served_model("fp32")
     texts = ["the server goes away", "and comes back"]
-    sync = EmbeddingClient(own_server.http_url, model=model, timeouts=TIMEOUTS, retry=RETRY)
-    async_client = AsyncEmbeddingClient(own_server.http_url, model=model, timeouts=TIMEOUTS, retry=RETRY)
+    sync = EmbeddingClient(own_server.http_url, timeouts=TIMEOUTS, retry=RETRY)  # the only model: no name needed
+    async_client = AsyncEmbeddingClient(own_server.http_url, timeouts=TIMEOUTS, retry=RETRY)
     loop = asyncio.new_event_loop()
     try:
         before = sync.embed(texts)
+        assert sync.model_info().name == model
         np.testing.assert_allclose(loop.run_until_complete(async_client.embed(texts)), before, atol=1e-5)
 
         own_server.stop()
