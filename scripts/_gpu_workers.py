@@ -83,40 +83,24 @@ def stats(times: list[float], tokens: int) -> dict[str, Any]:
 # --- torch variants -------------------------------------------------------------------------------------------
 
 def _torch_encoder(spec: dict[str, Any]):
-    """The exporter's own sentence encoder (AutoModel + pooling/normalize) in the asked dtype and attention."""
+    """The module to time: the exporter's sentence encoder (AutoModel + pooling/normalize) in the asked dtype
+    (the unconverted model), or a torch-route artefact rebuilt by its own runtime loader."""
     import torch
 
+    if spec["runtime"] == "artefact":
+        from exporter.runtime.torch_encoder import load_encoder as load_artefact
+
+        module, meta = load_artefact(spec["path"], spec["device"])
+        return module, list(meta["inputs"])
     from exporter.export import load_encoder, read_encoder_spec
 
     encoder_spec = read_encoder_spec(Path(spec["model_dir"]), max_length=spec["max_length"])
-    encoder = load_encoder(encoder_spec, attn_implementation=spec.get("attn", "sdpa"))
-    dtype = getattr(torch, spec["dtype"])
-    if spec.get("nf4"):
-        _to_nf4(encoder, dtype)
-    encoder = encoder.to(spec["device"], dtype)  # Params4bit quantizes itself on this move
-    return encoder.eval(), list(encoder_spec.inputs)
-
-
-def _to_nf4(module, compute_dtype) -> None:
-    """Every ``nn.Linear`` of the encoder as a bitsandbytes NF4 ``Linear4bit`` (quantized when moved to the
-    device), embeddings and LayerNorms left as they are: what the torch-bnb-nf4 route serves."""
-    import bitsandbytes as bnb
-    from torch import nn
-
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                new = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                        compute_dtype=compute_dtype, quant_type="nf4")
-                new.weight = bnb.nn.Params4bit(child.weight.data.to(compute_dtype).contiguous(), requires_grad=False,
-                                               quant_type="nf4")
-                if child.bias is not None:
-                    new.bias = nn.Parameter(child.bias.data.to(compute_dtype), requires_grad=False)
-                setattr(parent, name, new)
+    encoder = load_encoder(encoder_spec, attn_implementation="sdpa")
+    return encoder.to(spec["device"], getattr(torch, spec["dtype"])).eval(), list(encoder_spec.inputs)
 
 
 class TorchVariant:
-    """Eager torch (the unconverted model): fp32/fp16/bf16 with SDPA attention, or NF4 linears."""
+    """Eager torch: the unconverted model (fp32/fp16, SDPA attention) or a torch-route artefact (bf16, NF4)."""
 
     def __init__(self, spec: dict[str, Any]):
         import torch
@@ -160,7 +144,8 @@ class OrtVariant:
         providers: list[Any] = [("CUDAExecutionProvider", options), "CPUExecutionProvider"] if self.on_gpu \
             else ["CPUExecutionProvider"]
         self.ort = ort
-        self.session = ort.InferenceSession(spec["onnx"], ort.SessionOptions(), providers=providers)
+        self.session = ort.InferenceSession(os.path.join(spec["path"], "model.onnx"), ort.SessionOptions(),
+                                            providers=providers)
         self.providers = self.session.get_providers()
         if self.on_gpu and "CUDAExecutionProvider" not in self.providers:
             raise RuntimeError(f"CUDAExecutionProvider unavailable (onnxruntime has {ort.get_available_providers()})")
@@ -186,7 +171,7 @@ class OrtVariant:
 
 
 def build_variant(spec: dict[str, Any]) -> TorchVariant | OrtVariant:
-    return TorchVariant(spec) if spec["runtime"] == "torch" else OrtVariant(spec)
+    return OrtVariant(spec) if spec["runtime"] == "ort" else TorchVariant(spec)
 
 
 def _quality(variant: TorchVariant | OrtVariant, npz_path: str) -> np.ndarray:

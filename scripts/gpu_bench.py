@@ -43,12 +43,13 @@ import _gpu_workers  # noqa: E402
 log = logging.getLogger("exporter.gpu_bench")
 
 BASELINE = "torch-fp16"
-# name: (runtime, what it runs, ONNX artefact or torch dtype, io mode, what the row shows)
+# name: (runtime, what it runs, io mode, what the row shows). "torch" runs the unconverted model in the named dtype;
+# "artefact" runs a torch-route artefact with its own loader; "ort" runs an ONNX artefact (see ARTEFACTS)
 VARIANTS: dict[str, tuple[str, str, str, str]] = {
     "torch-fp32": ("torch", "float32", "", "unconverted model, fp32, SDPA attention"),
     "torch-fp16": ("torch", "float16", "", "unconverted model, fp16, SDPA attention (baseline)"),
-    "torch-bf16": ("torch", "bfloat16", "", "unconverted model, bf16, SDPA attention"),
-    "torch-nf4": ("torch", "nf4", "", "bitsandbytes NF4 Linear4bit, fp16 compute (the int4 route)"),
+    "torch-bf16": ("artefact", "bf16", "", "torch-bf16 route artefact (bf16, SDPA)"),
+    "torch-nf4": ("artefact", "nf4", "", "torch-bnb-nf4 route artefact (bitsandbytes NF4, fp16 compute)"),
     "ort-fp32": ("ort", "fp32", "binding", "onnx-fp32 route, IO binding"),
     "ort-fp16-unfused": ("ort", "fp16-noattn", "numpy", "fp16 graph without attention fusion, numpy I/O"),
     "ort-fp16-unfused-binding": ("ort", "fp16-noattn", "binding", "fp16 without attention fusion, IO binding"),
@@ -56,8 +57,10 @@ VARIANTS: dict[str, tuple[str, str, str, str]] = {
     "ort-fp16-binding": ("ort", "fp16", "binding", "onnx-fp16 route, IO binding (device-resident I/O)"),
     "ort-fp16-cudagraph": ("ort", "fp16", "cudagraph", "onnx-fp16 route, IO binding + CUDA graph"),
     "ort-fp16-mha-binding": ("ort", "fp16-mha", "binding", "fp16 with MultiHeadAttention fusion, IO binding"),
-    "ort-int8": ("ort", "int8", "numpy", "dynamic int8 (quantize_dynamic) on the CUDA provider"),
+    "ort-int8": ("ort", "int8", "numpy", "onnx-int8-dynamic route (MatMulNBits 8-bit) on the CUDA provider"),
 }
+# artefact kind -> the precision whose exporter route builds it (the fp16 lever variants derive from fp16's)
+ROUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "nf4": "int4", "bf16": "bf16"}
 BGE_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
 TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 QUALITY_SENTENCES = 256
@@ -109,40 +112,37 @@ def _fused(model) -> dict[str, int]:
 
 
 def build_artefact(kind: str, model_dir: str, max_length: int, work: str) -> dict[str, Any]:
-    """One ONNX graph: ``fp32``/``fp16`` are the exporter's routes as shipped; ``fp16-noattn`` and ``fp16-mha``
-    are the fp16 route with one fusion option changed; ``int8`` is ONNX Runtime's dynamic quantization."""
+    """One artefact: the exporter's route as shipped for the kinds in :data:`ROUTE_PRECISION`; ``fp16-noattn``
+    and ``fp16-mha`` are the fp16 route's recipe with one fusion option changed."""
     sys.path[:0] = [str(REPO)]
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     out = Path(work) / kind
     out.mkdir(parents=True, exist_ok=True)
-    job = _job(model_dir, max_length, "fp32" if kind in ("fp32", "int8") else "fp16")
     import onnxruntime
 
     # the optimizer's fusions differ between ONNX Runtime versions (1.30 misses transformers 5.x attention)
     info: dict[str, Any] = {"kind": kind, "optimizer_onnxruntime": onnxruntime.__version__}
-    if kind in ("fp32", "fp16"):
+    if kind in ROUTE_PRECISION:
         from exporter.routes import ROUTE_BUILDERS
 
+        job = _job(model_dir, max_length, ROUTE_PRECISION[kind])
         result = ROUTE_BUILDERS[job.plan.route](job, out)
-        info["fused"] = result.details.get("optimizer", {}).get("fused")
-        info["route"] = job.plan.route
+        info.update(route=job.plan.route, details=result.details)
+        info["fused"] = (result.details.get("optimizer") or {}).get("fused") \
+            if isinstance(result.details.get("optimizer"), dict) else None
     else:
         from exporter.routes.base import RouteResult
         from exporter.routes.onnx_common import export_fp32
 
+        job = _job(model_dir, max_length, "fp16")
         raw = export_fp32(job, out / "raw.onnx", RouteResult(files=[], fp32_bytes=0))
-        if kind == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(raw), str(out / "model.onnx"), per_channel=True, weight_type=QuantType.QInt8)
-        else:
-            info["fused"] = _fp16_variant(job, raw, out / "model.onnx", mha=kind == "fp16-mha")
+        info["fused"] = _fp16_variant(job, raw, out / "model.onnx", mha=kind == "fp16-mha")
         raw.unlink()
-    info["onnx"] = str(out / "model.onnx")
+    info["path"] = str(out)
     info["mb"] = round(sum(p.stat().st_size for p in out.iterdir()) / 1e6, 1)
     info["build_s"] = round(time.perf_counter() - start, 1)
-    (out / INFO_FILE).write_text(json.dumps(info))
+    (out / INFO_FILE).write_text(json.dumps(info, default=str))
     return info
 
 
@@ -235,10 +235,10 @@ def variant_spec(name: str, shape: dict[str, Any], args: argparse.Namespace) -> 
                             "budget_s": args.budget_s, "vocab": 30522, "quality_in": shape["quality"],
                             "quality_out": str(Path(shape["work"]) / f"{name}.npy")}
     if runtime == "torch":
-        spec.update(model_dir=shape["model_dir"], max_length=args.seq_max, dtype="float16" if what == "nf4"
-                    else what, nf4=what == "nf4", attn="sdpa")
+        spec.update(model_dir=shape["model_dir"], max_length=args.seq_max, dtype=what)
     else:
-        spec.update(onnx=shape["artefacts"][what].get("onnx"), io=io)
+        artefact = shape["artefacts"][what]
+        spec.update(path=artefact.get("path") if not artefact.get("error") else None, io=io)
     return spec
 
 
@@ -247,7 +247,7 @@ def bench_shape(label: str, model_dir: Path, args: argparse.Namespace, deadline:
     work = Path(args.work) / label
     work.mkdir(parents=True, exist_ok=True)
     names = [n for n in args.variants if n in VARIANTS]
-    kinds = sorted({VARIANTS[n][1] for n in names if VARIANTS[n][0] == "ort"})
+    kinds = sorted({VARIANTS[n][1] for n in names if VARIANTS[n][0] != "torch"})
     shape: dict[str, Any] = {"model_dir": str(model_dir), "work": str(work), "results": {}}
     start = time.perf_counter()
     shape["artefacts"] = build_all(model_dir, args.seq_max, work, kinds, args.jobs)
@@ -264,7 +264,7 @@ def bench_shape(label: str, model_dir: Path, args: argparse.Namespace, deadline:
             shape["results"][name] = {"variant": name, "workloads": {}, "error": "skipped: run deadline reached"}
             continue
         spec = variant_spec(name, shape, args)
-        if spec.get("runtime") == "ort" and not spec.get("onnx"):
+        if spec["runtime"] != "torch" and not spec.get("path"):
             error = shape["artefacts"].get(VARIANTS[name][1], {}).get("error", "no artefact")
             shape["results"][name] = {"variant": name, "workloads": {}, "error": f"artefact failed: {error}"}
             continue
