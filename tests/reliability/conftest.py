@@ -8,17 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import served_model
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # scripts/loadtest.py
 
 PROBE = "A reliable embedding endpoint answers the next request exactly."
 
 
 @pytest.fixture(scope="session")
-def fp32_model(served_models) -> str:
+def fp32_model(served_model) -> str:
     """The public name of the served fp32 model (the issue's load and bad-input target)."""
-    return served_model(served_models, "fp32")
+    return served_model("fp32")
 
 
 @pytest.fixture(scope="session")

@@ -29,10 +29,10 @@ class Reply:
     def error(self) -> str:
         return self.body.get("error", "") if isinstance(self.body, dict) else self.text
 
-    def embedding(self) -> np.ndarray:
-        """The EMBEDDING output as a [n, dim] float32 array (fails loudly when the reply has none)."""
+    def embedding(self, output: str = "EMBEDDING") -> np.ndarray:
+        """The ``output`` tensor as a [n, dim] float32 array (fails loudly when the reply has none)."""
         assert self.status == 200, f"HTTP {self.status}: {self.text[:300]}"
-        out = next(o for o in self.body["outputs"] if o["name"] == "EMBEDDING")
+        out = next(o for o in self.body["outputs"] if o["name"] == output)
         return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -63,6 +64,15 @@ def tmpfs(path: Path, size: str, *, readonly: bool = False) -> Iterator[bool]:
     finally:
         if mounted:
             subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture(autouse=True)
+def _detach_cli_logging():
+    """``main`` attaches a stderr handler to the ``exporter`` logger; capsys closes that stream after the test."""
+    yield
+    logger = logging.getLogger("exporter")
+    for handler in [h for h in logger.handlers if getattr(h, "_emb_provider", False)]:
+        logger.removeHandler(handler)
 
 
 # -- invalid configuration ------------------------------------------------------------------------------------------
