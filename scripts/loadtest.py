@@ -100,16 +100,17 @@ class LoadReport:
         return {**asdict(self), "passed": self.passed}
 
     def summary(self) -> str:
-        rss = self.server_rss_mb
+        rss, lat = self.server_rss_mb, self.latency_ms
         return "\n".join([
             f"model {self.model}: {self.requests_sent}/{self.requests_planned} requests, {self.texts_sent} texts "
             f"in {self.seconds:.1f} s -> {self.texts_per_s:.1f} texts/s, {self.requests_per_s:.1f} requests/s",
-            f"latency per request (ms): p50 {self.latency_ms.get('p50', 0):.1f}  p95 {self.latency_ms.get('p95', 0):.1f}"
-            f"  p99 {self.latency_ms.get('p99', 0):.1f}  max {self.latency_ms.get('max', 0):.1f}",
+            f"latency per request (ms): p50 {lat.get('p50', 0):.1f}  p95 {lat.get('p95', 0):.1f}"
+            f"  p99 {lat.get('p99', 0):.1f}  max {lat.get('max', 0):.1f}",
             f"lost {self.lost}, mismatched {self.mismatched} (min cosine {self.min_cosine_seen:.7f}), "
             f"errors {self.errors or 0}",
-            f"server RSS (MB): before {rss.get('before', 0):.0f}, half-way {rss.get('half', 0):.0f}, after {rss.get('after', 0):.0f}, "
-            f"growth {rss.get('growth', 0):+.0f} (second half {rss.get('second_half_growth', 0):+.0f})",
+            f"server RSS (MB): before {rss.get('before', 0):.0f}, half-way {rss.get('half', 0):.0f}, "
+            f"after {rss.get('after', 0):.0f}, growth {rss.get('growth', 0):+.0f} "
+            f"(second half {rss.get('second_half_growth', 0):+.0f})",
             "PASS" if self.passed else "FAIL",
         ])
 

@@ -6,7 +6,9 @@ same code runs 4 clients x 10 requests of 1-8 texts, so that ``make test`` stays
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import loadtest
 from loadtest import LoadSettings, run_load, text_pool  # scripts/ is on sys.path (tests/reliability/conftest.py)
 
 BOUNDED = LoadSettings(clients=4, requests=10, min_batch=1, max_batch=8, pool=48, time_limit=300)
@@ -46,3 +48,37 @@ def test_load_settings_reject_nonsense(changes, message):
 def test_load_refuses_a_non_loopback_server():
     with pytest.raises(ValueError, match="loopback only.*'10.0.0.1'"):
         run_load("10.0.0.1:8000", "m", BOUNDED)
+
+
+class _PlantedFaults:
+    """Stands in for EmbeddingClient in the checker test: the reference rows, with one planted fault per call."""
+
+    def __init__(self, pool: list[str], refs: np.ndarray, fault: str):
+        self.rows = {text: refs[i] for i, text in enumerate(pool)}
+        self.fault = fault
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if self.fault == "raise":
+            raise ConnectionResetError("planted")
+        rows = np.stack([self.rows[t] for t in texts])
+        if self.fault == "flip":
+            rows[0] = -rows[0]
+        return rows[:-1] if self.fault == "drop" else rows
+
+
+@pytest.mark.parametrize("fault, counter", [("flip", "mismatched"), ("drop", "lost"), ("raise", "errors")])
+def test_the_checker_counts_every_planted_fault(fault, counter, monkeypatch):
+    pool = [f"text {i}" for i in range(8)]
+    refs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    monkeypatch.setattr(loadtest, "_client", lambda *_: _PlantedFaults(pool, refs, fault))
+    tally = loadtest._Tally()
+    loadtest._worker("127.0.0.1:1", "m", pool, refs, LoadSettings(pool=8, max_batch=4), 5, 0, float("inf"), tally)
+    counts = {"mismatched": tally.mismatched, "lost": tally.lost, "errors": sum(tally.errors.values())}
+    assert counts == {name: (5 if name == counter else 0) for name in counts}
+    assert tally.requests == 5
