@@ -21,7 +21,6 @@ import ctypes
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -43,8 +42,7 @@ MODELS_DIR = Path(__file__).parent / "triton_models"
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 _STAGING_MARK = ".building-"
 _PLACEHOLDER_FILES = {"README.md", ".gitkeep"}
-_TOOLS = ("emb-provider", "onnx", "onnxruntime", "tokenizers", "torch", "transformers", "sentence-transformers",
-          "bitsandbytes", "tritonclient", "protobuf", "numpy")
+_CONFIG_TOOLS = ("tritonclient", "protobuf")  # model_config_pb2 (Triton's schema) and its parser
 
 README = """\
 # model_repository/
@@ -97,12 +95,13 @@ def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions) -> 
     if not entries:
         raise ConfigError("nothing to build: no models given")
     models = [_write_model(root, entry, options) for entry in entries]
+    reports = [entry.report for entry in entries]
     (root / "README.md").write_text(README, encoding="utf-8")
     (root / ".gitkeep").touch()
     manifest = {
         "format": FORMAT_VERSION,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "tool_versions": tool_versions(),
+        "tool_versions": tool_versions(reports),
         "serving": asdict(options),
         "models": models,
     }
@@ -285,14 +284,12 @@ def _link_or_copy(src, dst) -> str:
     return str(dst)
 
 
-def tool_versions() -> dict[str, str]:
-    """Installed versions of the tools that shaped the artefacts and configs (absent ones are omitted)."""
-    versions = {"python": platform.python_version()}
-    for name in _TOOLS:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+def tool_versions(reports: list[dict[str, Any]]) -> dict[str, str]:
+    """The versions each artefact's export recorded, plus those of the config side (schema, protobuf)."""
+    versions: dict[str, str] = {}
+    for report in reports:
+        versions.update(report.get("versions", {}))
+    versions.update({name: metadata.version(name) for name in _CONFIG_TOOLS})
     return versions
 
 

@@ -58,7 +58,8 @@ def make_artefact(root: Path, runtime: str = "onnx", **onnx_kwargs) -> Path:
         (root / "encoder.json").write_text("{}")
     report = {"name": "tiny", "model": "tiny/model", "precision": "fp32", "route": "onnx-fp32", "runtime": runtime,
               "dim": DIM, "max_seq_length": 128, "inputs": list(INPUTS), "output": "sentence_embedding",
-              "files": {"model.onnx": {"bytes": 1, "sha256": "x"}}, "gate": {"passed": True}}
+              "files": {"model.onnx": {"bytes": 1, "sha256": "x"}}, "gate": {"passed": True},
+              "versions": {"python": "3.11.7", "onnxruntime": "1.32.0"}}
     (root / "report.json").write_text(json.dumps(report))
     return root
 
