@@ -93,7 +93,7 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
         log.warning("%s has no modules.json (not a sentence-transformers model): using mean pooling + L2 "
                     "normalize", model_dir)
     else:
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        modules: Any = _read_json(modules_file)
         normalize, pooling = False, ()
         for entry in modules:
             kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
