@@ -235,6 +235,7 @@ def run_load(http_url: str, model: str, settings: LoadSettings = LoadSettings(),
         raise ValueError(f"load tests run on loopback only; got host {host!r}, allowed: {', '.join(LOOPBACK)}")
     pool = text_pool(settings.pool, settings.seed, stsb)
     refs = references(http_url, model, pool, settings)
+    log.info("references: %d texts embedded one by one", len(pool))
     report = LoadReport(asdict(settings), model, settings.clients * settings.requests)
     tally = _Tally()
     rss = [server_rss_mb(server_pgid)]
@@ -244,6 +245,9 @@ def run_load(http_url: str, model: str, settings: LoadSettings = LoadSettings(),
         if not _phase(http_url, model, pool, refs, settings, requests, phase, deadline, tally):
             tally.errors["client thread still running after the time limit"] += 1
         rss.append(server_rss_mb(server_pgid))
+        log.info("half %d done after %.0f s: %d requests, %d texts, %d mismatched, %d lost, %d errors", phase + 1,
+                 time.perf_counter() - start, tally.requests, tally.texts, tally.mismatched, tally.lost,
+                 sum(tally.errors.values()))
     report.seconds = time.perf_counter() - start
     with tally.lock:
         report.requests_sent, report.texts_sent = tally.requests, tally.texts
