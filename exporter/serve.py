@@ -13,6 +13,7 @@ whole group and escalates to SIGKILL, so no stub outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import logging
@@ -30,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError
-from .repository import RUNTIME_DIR, install_runner, read_manifest
+from .repository import install_runner, read_manifest
 from .triton_config import python_runner_config
 from .triton_schema import model_config_pb2, parse, render
 
@@ -59,11 +60,13 @@ class ServerSettings:
     log_verbose: int = 0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that are free right now (all held open while picking, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def bundled_tritonserver() -> Path:
@@ -146,8 +149,9 @@ class TritonServer:
 
     def __init__(self, settings: ServerSettings):
         settings = replace(settings, repository=Path(settings.repository).absolute())
-        ports = {f: getattr(settings, f) or free_port(settings.host)
-                 for f in ("http_port", "grpc_port", "metrics_port")}
+        fields = ("http_port", "grpc_port", "metrics_port")
+        picked = iter(free_ports(3, "127.0.0.1" if settings.host == "0.0.0.0" else settings.host))
+        ports = {f: getattr(settings, f) or next(picked) for f in fields}
         self.settings = replace(settings, **ports)
         self.manifest = read_manifest(self.settings.repository)
         self.process: subprocess.Popen | None = None
@@ -343,4 +347,4 @@ def _check_stub_environment() -> None:
                               f"pip install {module}")
 
 
-__all__ = ["ServeError", "ServerSettings", "TritonServer", "free_port", "make_local_view", "RUNTIME_DIR"]
+__all__ = ["ServeError", "ServerSettings", "TritonServer", "free_ports", "group_members", "make_local_view"]

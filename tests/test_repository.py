@@ -7,7 +7,6 @@ in for a real export here, so these tests run in seconds; the real artefacts are
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.serve import ServeError, ServerSettings, TritonServer, group_members
+from exporter.errors import ConfigError
+from exporter.serve import ServerSettings, TritonServer, group_members
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_a_model_that_fails_to_load_is_named_with_the_log_tail(fp32_repository, 
 
 
 def test_missing_repository_is_a_clear_error(tmp_path):
-    with pytest.raises(Exception, match=r"manifest.json is missing; run 'python -m exporter build' first"):
+    with pytest.raises(ConfigError, match=r"manifest.json is missing; run 'python -m exporter build' first"):
         TritonServer(ServerSettings(tmp_path / "nothing"))
 
 
@@ -112,7 +113,7 @@ def test_binding_all_interfaces_warns_and_unknown_binary_is_a_clear_error(fp32_r
                                          http_port=0, grpc_port=0, metrics_port=0))
     assert server.http_url.startswith("127.0.0.1:")  # clients of a 0.0.0.0 server connect over loopback
     with caplog.at_level("WARNING", logger="exporter.serve"):
-        with pytest.raises(Exception, match=r"--tritonserver 'no-such-tritonserver' is neither an executable"):
+        with pytest.raises(ConfigError, match=r"--tritonserver 'no-such-tritonserver' is neither an executable"):
             server.start()
     assert any("0.0.0.0" in r.message and "reachable from other hosts" in r.message for r in caplog.records)
     assert server.process is None

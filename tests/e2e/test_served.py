@@ -60,8 +60,9 @@ def manifest_entry(repository: Path, name: str) -> dict:
 def test_served_vectors_match_sentence_transformers_within_the_gate(
         precision, served_model, triton_http, built_repository, reference):
     name = served_model(precision)
-    texts = sts_sentences(64) + [LONG]
-    served = embed(triton_http, name, texts)
+    texts = sts_sentences(63) + [LONG]
+    # the long text alone: in one request every text is padded to the longest, which would make this test slow
+    served = np.vstack([embed(triton_http, name, texts[:-1]), embed(triton_http, name, texts[-1:])])
     expected = reference(texts)
     assert served.shape == (len(texts), 384) and served.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-3)
