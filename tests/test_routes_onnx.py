@@ -118,3 +118,22 @@ def test_int8_graph_has_no_float_matrices(artefacts):
     big_float = [i.name for i in model.graph.initializer
                  if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) > 100_000]
     assert big_float == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_every_layer_gets_fused_attention(artefacts, precision):
+    # without it the fp16 graph runs at ~0.7x of torch fp16 on a GPU (docs/benchmarks/gpu.md)
+    optimizer = read_report(artefacts[precision])["route_details"]["optimizer"]
+    assert optimizer["attention_fused_layers"] == "6/6"
+    assert optimizer["fused"]["Attention"] == 6
+
+
+def test_unfused_attention_is_a_warning(caplog):
+    from exporter.routes.base import RouteResult
+    from exporter.routes.onnx_common import check_attention_fusion
+
+    result = RouteResult(files=[], fp32_bytes=0, details={"optimizer": {}})
+    with caplog.at_level("WARNING", logger="exporter.routes.onnx_common"):
+        check_attention_fusion("bert", {"SkipLayerNormalization": 24}, {"num_hidden_layers": 24}, result)
+    assert result.details["optimizer"]["attention_fused_layers"] == "0/24"
+    assert "attention fused in 0 of 24 layers" in caplog.text and "onnxruntime>=1.32" in caplog.text

@@ -53,7 +53,30 @@ def optimize(job: BuildJob, source: Path, result: RouteResult):
             fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
             result.details["optimizer"] = {"model_type": model_type, "fused": fused}
             log.info("optimizer (%s) fused: %s", model_type, fused)
+            check_attention_fusion(model_type, fused, config, result)
     return model
+
+
+def check_attention_fusion(model_type: str, fused: dict[str, int], config: dict, result: RouteResult) -> None:
+    """Record how many layers got a fused attention node, and WARN when some did not.
+
+    Without the fusion ONNX Runtime runs attention as separate MatMul/Softmax kernels: on an H100 the fp16 graph
+    then runs at 0.70-0.83x of torch fp16 instead of 1.05-1.9x (docs/benchmarks/gpu.md). Whether it fuses depends
+    on the optimizer's version (onnxruntime 1.30 misses the mask pattern of a transformers 5.x export, 1.32 fuses
+    it) and on eager attention at export time, so it is checked on every build rather than assumed."""
+    layers = int(config.get("num_hidden_layers") or 0)
+    if model_type != "bert" or layers < 1:
+        return
+    found = fused.get("Attention", 0) + fused.get("MultiHeadAttention", 0)
+    result.details["optimizer"]["attention_fused_layers"] = f"{found}/{layers}"
+    if found < layers:
+        import onnxruntime
+        import transformers
+
+        log.warning("attention fused in %d of %d layers (optimizer of onnxruntime %s, transformers %s): on a GPU "
+                    "this graph runs attention unfused, ~0.7-0.8x of torch fp16 (docs/benchmarks/gpu.md); "
+                    "onnxruntime>=1.32 with eager attention at export fuses every layer",
+                    found, layers, onnxruntime.__version__, transformers.__version__)
 
 
 def _no_fusion():
