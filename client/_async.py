@@ -92,7 +92,9 @@ class AsyncEmbeddingClient:
         """See :meth:`client.EmbeddingClient.is_ready`."""
         client, model = self._transport(), self.settings.model
         try:
-            return await client.is_server_ready() and (model is None or await client.is_model_ready(model))
+            if model is None:
+                return await client.is_server_ready()
+            return await client.is_server_live() and await client.is_model_ready(model)
         except TRANSPORT_ERRORS:
             return False
 

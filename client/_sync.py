@@ -103,7 +103,8 @@ class EmbeddingClient:
         return info
 
     def is_ready(self) -> bool:
-        """Whether the server, and the chosen model if one was named, are ready. One try; False if unreachable."""
+        """One try, False if unreachable. With a model named: the server is live and that model is ready (Triton's
+        server readiness is false while any other model failed to load). Without: the whole server is ready."""
         return self._submit(self._ready_once).result()
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
@@ -170,7 +171,9 @@ class EmbeddingClient:
     def _ready_once(self) -> bool:
         transport, model = self._transport(), self.settings.model
         try:
-            return transport.is_server_ready() and (model is None or transport.is_model_ready(model))
+            if model is None:
+                return transport.is_server_ready()
+            return transport.is_server_live() and transport.is_model_ready(model)
         except TRANSPORT_ERRORS:
             return False
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import AsyncEmbeddingClient, EmbeddingClient, InvalidInput, ModelNotFound, Retry
+from client import AsyncEmbeddingClient, EmbeddingClient, InvalidInput, ModelNotFound, Retry, ServerUnavailable
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +142,23 @@ def test_unknown_or_ambiguous_model_raises_model_not_found_listing_models(triton
         with EmbeddingClient(triton_server.http_url, model=None) as c, \
                 pytest.raises(ModelNotFound, match="embedding models are served: pass model="):
             c.embed("x")
+
+
+def test_readiness_is_per_named_model(triton_server, fp32):
+    with EmbeddingClient(triton_server.http_url, model=fp32) as c:
+        assert c.is_ready()
+        c.wait_until_ready(timeout=5)
+    with EmbeddingClient(triton_server.http_url, model="no-such-model") as c:
+        assert not c.is_ready()
+        with pytest.raises(ServerUnavailable, match="not ready after 1s .model 'no-such-model'."):
+            c.wait_until_ready(timeout=1, interval=0.2)
+
+    async def run() -> tuple[bool, bool]:
+        async with AsyncEmbeddingClient(triton_server.http_url, model=fp32) as ready, \
+                AsyncEmbeddingClient(triton_server.http_url, model="no-such-model") as missing:
+            return await ready.is_ready(), await missing.is_ready()
+
+    assert asyncio.run(run()) == (True, False)
 
 
 def test_server_400_names_the_text_and_is_not_retried(triton_server, triton_http, fp32):
