@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import aiohttp
@@ -57,7 +57,7 @@ class AsyncEmbeddingClient:
 
     # -- public API ---------------------------------------------------------------------------------------------
 
-    async def embed(self, texts: str | Sequence[str]) -> np.ndarray:
+    async def embed(self, texts: str | Iterable[str]) -> np.ndarray:
         """See :meth:`client.EmbeddingClient.embed`."""
         encoded, single = common.encode_texts(texts)
         info = await self.model_info()

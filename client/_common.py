@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -215,18 +215,23 @@ def not_an_embedding_model(name: str, available: Sequence[str]) -> ModelNotFound
                          f"{EMBEDDING_OUTPUT} ensemble)", model=name, available=available)
 
 
-def encode_texts(texts: str | Sequence[str]) -> tuple[list[bytes], bool]:
+def encode_texts(texts: str | Iterable[str]) -> tuple[list[bytes], bool]:
     """Check the caller's input and encode it to UTF-8: (encoded texts, whether a single str was given).
 
-    Checked here rather than left to the server so the message names the caller's own index and type.
+    Any ordered iterable of str is accepted (list, tuple, numpy array, generator); unordered containers are not,
+    since rows come back in input order. Checked here rather than left to the server so the message names the
+    caller's own index and type.
     """
     if isinstance(texts, str):
-        items, single = [texts], True
-    elif texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
-        raise InvalidInput(f"texts must be a str or a list of str, got {type(texts).__name__}", index=None,
-                           reason=f"unsupported container {type(texts).__name__}")
-    else:
-        items, single = list(texts), False
+        return encode_texts([texts])[0], True
+    kind = type(texts).__name__
+    if texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise InvalidInput(f"texts must be a str or a list of str, got {kind}", index=None,
+                           reason=f"unsupported input {kind}")
+    if isinstance(texts, (Set, Mapping)):
+        raise InvalidInput(f"texts must be ordered (rows come back in input order), got {kind}: pass a list",
+                           index=None, reason=f"unordered container {kind}")
+    items = list(texts)
     encoded = []
     for index, text in enumerate(items):
         if not isinstance(text, str):
@@ -237,7 +242,7 @@ def encode_texts(texts: str | Sequence[str]) -> tuple[list[bytes], bool]:
         except UnicodeEncodeError as exc:
             reason = f"cannot be encoded as UTF-8 ({exc.reason} at character {exc.start})"
             raise InvalidInput(f"texts[{index}] {reason}", index=index, reason=reason) from None
-    return encoded, single
+    return encoded, False
 
 
 def batch_size_for(settings: Settings, info: ModelInfo) -> int:
@@ -255,7 +260,8 @@ def spans(count: int, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def request_tensors(texts: Sequence[bytes]) -> tuple[list[httpclient.InferInput], list[httpclient.InferRequestedOutput]]:
+def request_tensors(
+        texts: Sequence[bytes]) -> tuple[list[httpclient.InferInput], list[httpclient.InferRequestedOutput]]:
     """The inference request for one batch: TEXT as BYTES [n, 1], EMBEDDING asked for as binary data."""
     data = np.empty((len(texts), 1), dtype=object)
     data[:, 0] = list(texts)

@@ -12,7 +12,7 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -69,7 +69,7 @@ class EmbeddingClient:
 
     # -- public API ---------------------------------------------------------------------------------------------
 
-    def embed(self, texts: str | Sequence[str]) -> np.ndarray:
+    def embed(self, texts: str | Iterable[str]) -> np.ndarray:
         """Embed ``texts``: a list gives ``(n, dim)`` float32 rows in input order (``(0, dim)`` for ``[]``), a single
         str gives ``(dim,)``. Raises ``InvalidInput`` (with the text's index), ``ModelNotFound``,
         ``ServerUnavailable`` (after retries) or ``ServerError``."""

@@ -53,6 +53,8 @@ def test_encode_texts_keeps_order_and_marks_single_strings():
     assert encode_texts(["b", "ä", ""]) == ([b"b", "ä".encode(), b""], False)
     assert encode_texts("one") == ([b"one"], True)
     assert encode_texts(("t",)) == ([b"t"], False)
+    assert encode_texts(np.array(["x", "y"])) == ([b"x", b"y"], False)
+    assert encode_texts(t for t in ("g",)) == ([b"g"], False)
 
 
 @pytest.mark.parametrize("texts, index, words", [
@@ -62,7 +64,9 @@ def test_encode_texts_keeps_order_and_marks_single_strings():
     (["x\ud800"], 0, "texts[0] cannot be encoded as UTF-8"),
     (None, None, "got NoneType"),
     (b"raw", None, "got bytes"),
-    ({"a": 1}, None, "got dict"),
+    ({"a": 1}, None, "must be ordered (rows come back in input order), got dict"),
+    ({"a", "b"}, None, "must be ordered (rows come back in input order), got set"),
+    (42, None, "got int"),
 ])
 def test_encode_texts_names_the_offending_item(texts, index, words):
     with pytest.raises(InvalidInput) as caught:
