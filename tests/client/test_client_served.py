@@ -184,7 +184,8 @@ def test_cli_embed_and_models_against_the_server(triton_server, fp32, tmp_path, 
     np.testing.assert_allclose(np.load(out), vectors[:2], atol=ATOL)
     run = subprocess.run([*base, "models", "--json"], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0 and fp32 in [m["name"] for m in json.loads(run.stdout)]
-    run = subprocess.run([*base[:-1], "missing", "embed", "x"], capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run([*base[:-1], "missing", "embed", "x"], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert run.returncode == 4 and "served embedding models:" in run.stderr
 
 
