@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from .errors import ModelError
 from .plan import Plan
 from .repository import ModelEntry, assemble, publish, staging
-from .triton_config import ServingOptions
+from .triton_config import ServingOptions, check_options
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], reposi
     ``model_dirs`` maps model id -> local directory (or the ModelError that says why it is unavailable), as
     :func:`exporter.context.load_context` gives it.
     """
-    from .artefact import ExportError, ExportOptions, export_artefact
+    for plan in plans:
+        check_options(plan, options)
+    from .artefact import ExportError, ExportOptions, export_artefact  # heavy (torch, transformers): after checks
 
     start = time.perf_counter()
     try:

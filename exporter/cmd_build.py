@@ -10,6 +10,7 @@ from pathlib import Path
 from .build import build_repository
 from .context import add_model_arguments, load_context
 from .triton_config import ServingOptions
+from .verify import ExportError
 
 DEFAULT_REPOSITORY = "model_repository"
 
@@ -44,8 +45,6 @@ def serving_options(args: argparse.Namespace) -> ServingOptions:
 def run(args: argparse.Namespace) -> int:
     options = serving_options(args)  # bad flags fail before any export work
     ctx = load_context(args)
-    from .artefact import ExportError
-
     try:
         result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options)
     except ExportError as exc:  # includes a failed quality gate

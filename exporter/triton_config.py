@@ -148,8 +148,7 @@ def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, g
         config.default_model_filename = "model.onnx"
         _set_parameters(config, _ort_parameters(plan, options, gpu))
         if options.tensorrt:
-            if not gpu:
-                raise ConfigError(f"--tensorrt needs a GPU target; {plan.name} targets {plan.device}")
+            check_options(plan, options)
             trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
             trt.parameters["precision_mode"] = "FP16"
             trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
@@ -168,6 +167,13 @@ def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, g
         warmup.inputs[tensor].CopyFrom(
             pb.ModelWarmup.Input(data_type=pb.TYPE_INT64, dims=[WARMUP_SEQ_LEN], zero_data=True))
     return config
+
+
+def check_options(plan: Plan, options: ServingOptions) -> None:
+    """Options that cannot apply to this plan's target; called before any export work starts."""
+    if options.tensorrt and plan.device in ("cpu", "rocm"):
+        raise ConfigError(f"--tensorrt needs an NVIDIA GPU target; {plan.name} targets {plan.device} "
+                          "(pass --device cuda or drop --tensorrt)")
 
 
 def _ort_parameters(plan: Plan, options: ServingOptions, gpu: bool) -> dict[str, Any]:

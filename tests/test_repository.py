@@ -113,8 +113,20 @@ def test_gpu_encoder_gets_kind_gpu_memory_settings_and_optional_tensorrt():
 
 
 def test_tensorrt_on_a_cpu_target_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"--tensorrt needs a GPU target; tiny targets cpu"):
+    with pytest.raises(ConfigError, match=r"--tensorrt needs an NVIDIA GPU target; tiny targets cpu"):
         encoder_config(plan_for(), INFO, ServingOptions(tensorrt=True), gpu=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-batch-size", "0"], "--max-batch-size=0 is out of range; allowed: an integer from 1 to 4096"),
+    (["--tensorrt", "--device", "cpu"], "--tensorrt needs an NVIDIA GPU target; all-minilm-l6-v2 targets cpu"),
+])
+def test_build_cli_rejects_bad_options_before_exporting(argv, message, tmp_path, capsys):
+    from exporter.cli import main
+
+    assert main(["build", "--repository", str(tmp_path / "repo"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists() and not list(tmp_path.iterdir())
 
 
 def test_torch_encoder_is_a_python_model_with_ragged_inputs():
