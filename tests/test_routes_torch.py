@@ -70,3 +70,11 @@ def test_runtime_loader_matches_sentence_transformers(artefacts, precision):
     assert got.dtype == np.float32 and got.shape == (4, 384)
     cos = cosines(got, reference)
     assert cos.mean() >= {"int4": 0.96, "bf16": 0.999}[precision], cos
+
+
+def test_bf16_loader_does_not_need_bitsandbytes(artefacts, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a GPU image without bitsandbytes
+    encoder = TorchEncoder(str(artefacts["bf16"]))
+    assert str(next(encoder.module.parameters()).dtype) == "torch.bfloat16"

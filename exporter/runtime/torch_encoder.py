@@ -112,11 +112,15 @@ def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None
 
 def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], compute: torch.dtype,
                      device: str) -> set[str]:
-    """Swap each saved NF4 linear into a bitsandbytes ``Linear4bit``; returns the keys it consumed."""
+    """Swap each saved NF4 linear into a bitsandbytes ``Linear4bit``; returns the keys it consumed.
+    bitsandbytes is imported only when there are NF4 tensors (bf16 artefacts do not need it)."""
+    used: set[str] = set()
+    markers = [k for k in tensors if k.endswith(NF4_MARKER)]
+    if not markers:
+        return used
     import bitsandbytes as bnb
 
-    used: set[str] = set()
-    for key in [k for k in tensors if k.endswith(NF4_MARKER)]:
+    for key in markers:
         prefix = key[: -len(NF4_MARKER)]  # "<module>.weight"
         owner = prefix.rsplit(".", 1)[0]
         stats = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
