@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import tempfile
@@ -74,6 +75,9 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{plan.name}.building-", dir=out_root))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the published dir must be readable by the server
     try:
         result = builder(BuildJob(plan, spec, options.trust_remote_code), work)
         with result.timed("tokenizer"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 
 import pytest
 
@@ -132,6 +133,9 @@ def test_cli_export_json_and_summary(tmp_path, tiny_mean, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["failures"] == [] and data["artefacts"][0]["gate"]["passed"]
     assert data["artefacts"][0]["path"] == str(tmp_path / "st")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "st").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's owner-only mode
     assert main(args + ["--min-cosine", "fp32=0.9"]) == 0
     line = capsys.readouterr().out
     assert line.startswith("st: fp32 (onnx-fp32)") and "of fp32; gate min cosine" in line and ">= 0.9? passed" in line
