@@ -83,5 +83,6 @@ def _print_endpoints(server: TritonServer, as_json: bool) -> None:
     print(f"  HTTP     {endpoints['http']}   (health: {endpoints['http']}/v2/health/ready)")
     print(f"  gRPC     {endpoints['grpc']}")
     print(f"  metrics  {endpoints['metrics']}")
-    for name in endpoints["models"]:
-        print(f"  model    {name}: input TEXT (BYTES [n,1]) -> output EMBEDDING (FP32 [n,dim])", flush=True)
+    for model in server.manifest["models"]:
+        print(f"  model    {model['name']}: TEXT (BYTES [n,1]) -> EMBEDDING (FP32 [n,{model['dim']}]), "
+              f"{model['precision']} via {model['route']}", flush=True)
