@@ -22,19 +22,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``only``, just that command's module is imported (others stay listed in --help).
+
+    Command modules may import the heavy export stack (torch, onnxruntime): ``plan`` or ``serve`` must not pay
+    for what ``build`` needs.
+    """
     parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
-        mod.add_arguments(cmd)
-        cmd.set_defaults(_run=mod.run)
+        if only in (None, name):
+            mod = importlib.import_module(module)
+            mod.add_arguments(cmd)
+            cmd.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except (ConfigError, ModelError) as exc:
