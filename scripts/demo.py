@@ -1,7 +1,7 @@
 """``make demo``: the main job end to end on the bundled model, in well under two minutes on a laptop-class CPU.
 
 plan -> build ./model_repository (export + quality gate + Triton configs) -> a real local Triton on free ports ->
-embed a few sentences with tritonclient -> print their cosine-similarity matrix -> stop the server (its whole
+embed a few sentences with the project's client (client.EmbeddingClient) -> print their cosine-similarity matrix -> stop the server (its whole
 process group). Exit code 0 only when every step worked.
 """
 
@@ -16,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import tritonclient.http as httpclient  # noqa: E402
 
+from client import EmbeddingClient  # noqa: E402
 from exporter.cli import main as exporter_main  # noqa: E402
 from exporter.serve import ServerSettings, TritonServer  # noqa: E402
 
@@ -34,17 +34,6 @@ SENTENCES = [
 def step(title: str) -> float:
     print(f"\n== {title}", flush=True)
     return time.perf_counter()
-
-
-def embed(server: TritonServer, model: str, texts: list[str]) -> np.ndarray:
-    client = httpclient.InferenceServerClient(server.http_url)
-    try:
-        data = np.array([t.encode("utf-8") for t in texts], dtype=object).reshape(-1, 1)
-        text = httpclient.InferInput("TEXT", list(data.shape), "BYTES")
-        text.set_data_from_numpy(data)
-        return client.infer(model, [text]).as_numpy("EMBEDDING")
-    finally:
-        client.close()
 
 
 def print_matrix(texts: list[str], vectors: np.ndarray) -> None:
@@ -72,8 +61,10 @@ def main() -> int:
         model = server.models[0]
         print(f"   ready in {time.perf_counter() - t:.1f} s: HTTP {server.http_url}, gRPC {server.grpc_url}, "
               f"model {model!r}")
-        step(f"embed {len(SENTENCES)} sentences through Triton (TEXT -> EMBEDDING) and compare them")
-        vectors = embed(server, model, SENTENCES)
+        step(f"embed {len(SENTENCES)} sentences with client.EmbeddingClient (TEXT -> EMBEDDING) and compare them")
+        with EmbeddingClient(server.http_url, model=model) as client:
+            print(f"   serving: {client.models()}")
+            vectors = client.embed(SENTENCES)
         print(f"   {vectors.shape[0]} vectors of dim {vectors.shape[1]}; cosine similarity:")
         print_matrix(SENTENCES, vectors)
         step("stop the server")
