@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 import psutil
 
-SERVER_WHEELS = ("nvidia-pytriton", "onnxruntime-gpu")
+LIBRARIES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
+             "tokenizers", "bitsandbytes", "tritonclient", "nvidia-pytriton", "numpy", "emb-provider")
 MIB = 1024 * 1024
 
 
@@ -32,11 +33,9 @@ def cpu_model() -> str:
 
 
 def versions() -> dict[str, str]:
-    """The exporter's tool versions plus the Triton server wheel (its tritonserver binary is what serves)."""
-    from exporter.repository import tool_versions
-
-    found = tool_versions()
-    for name in SERVER_WHEELS:
+    """Installed versions of the libraries that shape the numbers (absent ones are left out)."""
+    found = {}
+    for name in LIBRARIES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
     return found

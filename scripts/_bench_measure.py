@@ -1,7 +1,8 @@
 """The one timing loop of the benchmark, shared by the in-process and the served runs, and its statistics.
 
-A measurement is: warm-up requests (not timed, one at a time), then ``repeats`` windows of about ``window_s`` seconds each, in
-which ``concurrency`` threads send one batch per request, cycling over the workload's batches. Windows are
+A measurement is: warm-up requests (not timed, one at a time), then ``repeats`` windows of about ``window_s``
+seconds each, in which ``concurrency`` threads send one batch per request, cycling over the workload's batches.
+Windows are
 time-bounded rather than count-bounded so a slow precision (int4 on CPU) cannot stretch the run without bound
 while a fast one still gets many requests. Throughput is reported per window (median, min, max and the relative
 spread), latency per request pooled over all windows (p50/p95/p99).

@@ -83,8 +83,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{_fmt(q.get('reference_spearman'), 4)} over {q.get('pairs')} pairs ({q.get('sentences')} unique "
                 "sentences); cosines are per sentence against the fp32 reference vector.", ""]
         out += _table(["precision", "Spearman", "delta", "min cos vs fp32", "p1 cos", "mean cos"],
-                      [[p, _fmt(r.get("spearman"), 4), _fmt(r.get("delta"), 4), _fmt(r.get("min_cosine"), 4),
-                        _fmt(r.get("p1_cosine"), 4), _fmt(r.get("mean_cosine"), 4)]
+                      [[p, _fmt(r.get("spearman"), 4), _fmt(r.get("delta"), 4), _fmt(r.get("min_cosine"), 5),
+                        _fmt(r.get("p1_cosine"), 5), _fmt(r.get("mean_cosine"), 5)]
                        for p, r in q["precisions"].items()])
     header = ["runner", "workload", "texts/s", "range", "spread", "tokens/s", "p50 ms", "p95 ms", "p99 ms",
               "vs baseline"]
@@ -101,6 +101,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                       [_speed_row(f"{r['runner']} c={r['concurrency']}", r)
                        + [_ratio(r.get("ratio_to_inprocess")), _fmt(r.get("server_rss_mb"))]
                        for r in report["served"]])
+    if report.get("timings"):
+        out += ["## Where the time went", ""]
+        out += _table(["step", "seconds"], [[k, v] for k, v in report["timings"].items()])
     for problem in report.get("errors", []):
         out.append(f"- **not measured**: {problem}")
     if report.get("plot"):
@@ -127,8 +130,8 @@ def _summary_rows(report: dict[str, Any]) -> list[list[Any]]:
         rows.append([precision, info.get("route", "–"), "–" if size is None else f"{100 * size:.1f}%", guide[0],
                      _ratio(inproc and inproc.get("ratio_to_baseline")),
                      f"{_ratio(served and served.get('ratio_to_baseline'))} (c={headline})", guide[1],
-                     _fmt(quality.get("spearman"), 4), _fmt(quality.get("min_cosine"), 4),
-                     _fmt(quality.get("mean_cosine"), 4), guide[2]])
+                     _fmt(quality.get("spearman"), 4), _fmt(quality.get("min_cosine"), 5),
+                     _fmt(quality.get("mean_cosine"), 5), guide[2]])
     return rows
 
 

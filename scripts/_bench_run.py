@@ -11,8 +11,11 @@ import argparse
 import json
 import logging
 import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm import tqdm
 
@@ -84,6 +87,16 @@ def _inprocess_spec(label: str, runner: str, path: Path, workloads: list[Batches
             "settings": {"repeats": s.repeats, "window_s": s.window_s, "warmup_requests": s.warmup_requests}}
 
 
+@contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Record the wall time of ``step`` (seconds, rounded) into ``timings``, even when it fails."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[step] = round(time.perf_counter() - start, 1)
+
+
 def _served_runs(workloads: list[Batches], profile: Any) -> list[tuple[Batches, int]]:
     """STS-B at every concurrency, the synthetic workloads at the headline concurrency only (time budget)."""
     runs = [(workloads[0], c) for c in profile.concurrency]
@@ -120,6 +133,24 @@ def _targets(report: dict[str, Any], concurrency: int) -> list[dict[str, Any]]:
     return found
 
 
+@dataclass
+class _Run:
+    """What every step of one benchmark run shares."""
+
+    args: argparse.Namespace
+    profile: Any
+    work: Path
+    model: str
+    model_dir: Path
+    device: Any
+    workloads: list[Batches]
+    report: dict[str, Any]
+    quality: StsbQuality | None = None
+
+    def timed(self, step: str) -> Any:
+        return _timed(self.report["timings"], step)
+
+
 def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[str, Any]:
     """Every step of the benchmark; returns the report record (without the run's command and duration)."""
     from exporter.devices import parse_device
@@ -143,38 +174,51 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
                      "warmup_requests": profile.settings.warmup_requests, "concurrency": list(profile.concurrency),
                      "headline_concurrency": profile.headline_concurrency, "precisions": list(precisions)},
         "workloads": [describe(w) for w in workloads], "precisions": {}, "inprocess": [], "served": [],
-        "quality": {}, "targets": [], "errors": [],
+        "quality": {}, "targets": [], "errors": [], "timings": {},
     }
-    baseline = run_inprocess(_inprocess_spec(BASELINE, "sentence-transformers", model_dir, workloads, args, profile),
-                             work, INPROCESS_TIMEOUT_S)
-    report["inprocess"] += baseline["results"]
-    served_runs = _served_runs(workloads, profile)
-    quality = StsbQuality(model_dir, pairs[:profile.stsb_pairs], args.max_length)
-    report["quality"] = quality.summary()
-    for precision in precisions:
-        plan = _plan(model, model_dir, precision, device, args.max_length)
-        repository = work / f"repository-{precision}"
-        try:
-            entry = _build(plan, model_dir, repository, profile.batch_size, profile.verification_limit)
-        except Exception as exc:  # a failed route is a finding of the benchmark, not the end of it
-            log.error("%s: build failed: %s", precision, exc)
-            report["errors"].append(f"{precision}: build failed: {str(exc).splitlines()[0]}")
-            continue
-        encoder_dir, tokenizer_dir = _artefact_dirs(repository, entry)
-        report["precisions"][precision] = _precision_info(encoder_dir, entry)
-        report["quality"]["precisions"][precision] = scores = quality.score(encoder_dir, tokenizer_dir)
-        log.info("%s: STS-B Spearman %.4f (reference %.4f), min cosine vs fp32 %.4f", precision,
-                 scores["spearman"], quality.reference_spearman, scores["min_cosine"])
-        spec = _inprocess_spec(precision, "artefact", encoder_dir, workloads, args, profile, tokenizer_dir)
+    run = _Run(args, profile, work, model, model_dir, device, workloads, report)
+    with run.timed("baseline in-process"):
+        spec = _inprocess_spec(BASELINE, "sentence-transformers", model_dir, workloads, args, profile)
         report["inprocess"] += run_inprocess(spec, work, INPROCESS_TIMEOUT_S)["results"]
-        if not args.no_served:
-            with tqdm(total=len(served_runs) * profile.settings.repeats, desc=f"served {precision}",
-                      unit="window", file=sys.stderr, leave=False) as bar:
-                report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings,
-                                                      precision, on_window=lambda: bar.update(1))
+    with run.timed("quality: fp32 reference"):
+        run.quality = StsbQuality(model_dir, pairs[:profile.stsb_pairs], args.max_length)
+    report["quality"] = run.quality.summary()
+    for precision in precisions:
+        _precision_steps(run, precision)
     _add_ratios(report)
     report["targets"] = _targets(report, profile.headline_concurrency)
     return report
+
+
+def _precision_steps(run: _Run, precision: str) -> None:
+    """Build, quality, in-process and served figures for one precision, appended to ``run.report``."""
+    report, profile = run.report, run.profile
+    plan = _plan(run.model, run.model_dir, precision, run.device, run.args.max_length)
+    repository = run.work / f"repository-{precision}"
+    try:
+        with run.timed(f"{precision}: build"):
+            entry = _build(plan, run.model_dir, repository, profile.batch_size, profile.verification_limit)
+    except Exception as exc:  # a failed route is a finding of the benchmark, not the end of it
+        log.error("%s: build failed: %s", precision, exc)
+        report["errors"].append(f"{precision}: build failed: {str(exc).splitlines()[0]}")
+        return
+    encoder_dir, tokenizer_dir = _artefact_dirs(repository, entry)
+    report["precisions"][precision] = _precision_info(encoder_dir, entry)
+    with run.timed(f"{precision}: quality"):
+        report["quality"]["precisions"][precision] = scores = run.quality.score(encoder_dir, tokenizer_dir)
+    log.info("%s: STS-B Spearman %.4f (reference %.4f), min cosine vs fp32 %.4f", precision,
+             scores["spearman"], run.quality.reference_spearman, scores["min_cosine"])
+    with run.timed(f"{precision}: in-process"):
+        spec = _inprocess_spec(precision, "artefact", encoder_dir, run.workloads, run.args, profile, tokenizer_dir)
+        report["inprocess"] += run_inprocess(spec, run.work, INPROCESS_TIMEOUT_S)["results"]
+    if run.args.no_served:
+        return
+    served_runs = _served_runs(run.workloads, profile)
+    with run.timed(f"{precision}: served"), tqdm(total=len(served_runs) * profile.settings.repeats,
+                                                 desc=f"served {precision}", unit="window", file=sys.stderr,
+                                                 leave=False) as bar:
+        report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings, precision,
+                                              on_window=lambda: bar.update(1))
 
 
 def _precisions(args: argparse.Namespace, profile: Any, device: Any) -> tuple[str, ...]:
