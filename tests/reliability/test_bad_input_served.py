@@ -17,6 +17,7 @@ from loadtest import server_rss_mb  # scripts/ is on sys.path (tests/reliability
 
 from tests.reliability.conftest import PROBE
 from tests.reliability.kserve import Reply, cosine, infer, infer_raw_bytes, is_ready, request, text_tensor
+from tests.reliability.repos import fp32_only_copy
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +92,25 @@ def test_a_1mb_text_is_refused_quickly_naming_the_limit(url, fp32_model, limits,
     assert reply.seconds < 3
     assert server_rss_mb(triton_server.process.pid) - before < 100
     still_exact()
+
+
+def test_with_a_raised_byte_limit_a_1mb_text_is_truncated_in_bounded_time_and_memory(built_repository, tmp_path,
+                                                                                      st_encode):
+    """What an operator gets with ``--max-text-bytes 2097152``: the 1 MB text is embedded, truncated to 256 tokens."""
+    from exporter.serve import ServerSettings, TritonServer
+
+    repository = tmp_path / "repo"
+    fp32_only_copy(built_repository, repository)
+    name = json.loads((repository / "manifest.json").read_text())["models"][0]["name"]
+    config = repository / f"{name}_tokenizer" / "config.pbtxt"
+    config.write_text(config.read_text().replace('string_value: "65536"', 'string_value: "2097152"'))
+    with TritonServer(ServerSettings(repository, http_port=0, grpc_port=0, metrics_port=0)) as server:
+        before = server_rss_mb(server.process.pid)
+        reply = infer(server.http_url, name, [text_tensor([ONE_MB])])
+        growth = server_rss_mb(server.process.pid) - before
+    assert cosine(reply.embedding(), st_encode([ONE_MB]))[0] >= MIN_COSINE
+    assert reply.seconds < 20, f"1 MB took {reply.seconds:.1f} s"
+    assert growth < 200, f"the server grew by {growth:.0f} MB for one 1 MB text"
 
 
 def test_invalid_utf8_is_refused_naming_the_element(url, fp32_model, still_exact):
