@@ -15,6 +15,8 @@ log = logging.getLogger("exporter.bench.report")
 
 SCHEMA = "emb-provider-benchmark/1"
 BASELINE = "baseline"
+BASELINE_END = "baseline-end"  # the same baseline measured again after everything else: the load-drift check
+DRIFT_LIMIT = 0.15
 GUIDE = {  # the precision guide's promise, printed next to what was measured
     "fp32": ("100%", "baseline", "none"),
     "fp16": ("50%", "2-3x", "slight"),
@@ -66,6 +68,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                                        f"{w['mean_tokens']:.1f} tokens/text" for w in report["workloads"]),
            f"- Baseline: {report['baseline']}",
            f"- Reproduce: `{report['command']}` ({report['duration_s']:.0f} s)", ""]
+    drift = report.get("baseline_drift") or {}
+    if drift:
+        out += ["- Baseline drift (measured again at the end, vs the start): "
+                + ", ".join(f"{w} {100 * d:+.0f}%" for w, d in drift.items())
+                + "; ratios use the mean of both", ""]
+    if any(abs(d) > DRIFT_LIMIT for d in drift.values()):
+        out += [f"**Warning: the baseline moved by more than {100 * DRIFT_LIMIT:.0f}% during the run: the machine's "
+                "load changed, so the ratios below are not reliable. Re-run on a quiet machine.**", ""]
     if report["targets"]:
         out += ["## Targets", ""]
         out += _table(["target", "measured", "required", "result"],
@@ -162,7 +172,8 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
         for i, (name, results) in enumerate(series.items()):
             ax.bar(x + (i - 0.5) * width, [value(r) for r in results], width, label=name)
         if base is not None:
-            ax.axhline(value(base), color="black", linestyle="--", label=f"baseline ({report['baseline']})")
+            level = np.nanmean([value(base), value(_find(report["inprocess"], BASELINE_END, "stsb"))])
+            ax.axhline(level, color="black", linestyle="--", label=f"baseline ({report['baseline']})")
         ax.set_xticks(x, precisions)
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)

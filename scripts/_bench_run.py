@@ -23,7 +23,7 @@ from _bench_inprocess import run_inprocess
 from _bench_machine import machine, today
 from _bench_measure import Batches
 from _bench_quality import StsbQuality
-from _bench_report import BASELINE
+from _bench_report import BASELINE, BASELINE_END
 from _bench_served import serve_and_measure
 from _bench_workloads import STSB_NAME, build_workloads, describe, load_tokenizer, read_stsb
 
@@ -104,17 +104,22 @@ def _served_runs(workloads: list[Batches], profile: Any) -> list[tuple[Batches, 
 
 
 def _add_ratios(report: dict[str, Any]) -> None:
-    def median(runner: str, workload: str, results: list[dict[str, Any]]) -> float | None:
-        for r in results:
-            if r["runner"] == runner and r["workload"] == workload:
-                return r["texts_per_s"]["median"]
-        return None
-
+    """Ratios to the baseline (mean of its start and end figures per workload) and to the same precision
+    in-process; records how far the baseline drifted between start and end."""
+    medians = {(r["runner"], r["workload"]): r["texts_per_s"]["median"] for r in report["inprocess"]}
+    base: dict[str, float] = {}
+    report["baseline_drift"] = {}
+    for (runner, workload), start in medians.items():
+        if runner != BASELINE:
+            continue
+        end = medians.get((BASELINE_END, workload), start)
+        base[workload] = (start + end) / 2
+        report["baseline_drift"][workload] = end / start - 1
     for result in report["inprocess"] + report["served"]:
-        base = median(BASELINE, result["workload"], report["inprocess"])
-        result["ratio_to_baseline"] = result["texts_per_s"]["median"] / base if base else None
+        reference = base.get(result["workload"])
+        result["ratio_to_baseline"] = result["texts_per_s"]["median"] / reference if reference else None
     for result in report["served"]:
-        own = median(result["runner"], result["workload"], report["inprocess"])
+        own = medians.get((result["runner"], result["workload"]))
         result["ratio_to_inprocess"] = result["texts_per_s"]["median"] / own if own else None
 
 
@@ -185,6 +190,9 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
     report["quality"] = run.quality.summary()
     for precision in precisions:
         _precision_steps(run, precision)
+    with run.timed("baseline in-process, again at the end"):
+        spec = _inprocess_spec(BASELINE_END, "sentence-transformers", model_dir, workloads, args, profile)
+        report["inprocess"] += run_inprocess(spec, work, INPROCESS_TIMEOUT_S)["results"]
     _add_ratios(report)
     report["targets"] = _targets(report, profile.headline_concurrency)
     return report

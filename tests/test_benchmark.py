@@ -111,7 +111,8 @@ def test_quick_run_writes_a_well_formed_report(tmp_path):
     assert report["errors"] == [], report["errors"]
     assert set(report["precisions"]) == {"fp32", "int8"}
     runners = {(r["runner"], r["workload"]) for r in report["inprocess"]}
-    assert runners == {(who, w) for who in ("baseline", "fp32", "int8") for w in ("stsb", "synth128")}
+    assert runners == {(who, w) for who in ("baseline", "fp32", "int8", "baseline-end") for w in ("stsb", "synth128")}
+    assert set(report["baseline_drift"]) == {"stsb", "synth128"}
     assert {(r["runner"], r["concurrency"]) for r in report["served"]} >= {("fp32", 1), ("int8", 2)}
     for result in report["inprocess"] + report["served"]:
         assert result["texts_per_s"]["median"] > 0 and result["latency_ms"]["p99"] > 0
