@@ -116,7 +116,7 @@ def _add_ratios(report: dict[str, Any]) -> None:
         base[workload] = (start + end) / 2
         report["baseline_drift"][workload] = end / start - 1
     for result in report["inprocess"] + report["served"]:
-        reference = base.get(result["workload"])
+        reference = None if result["runner"] in (BASELINE, BASELINE_END) else base.get(result["workload"])
         result["ratio_to_baseline"] = result["texts_per_s"]["median"] / reference if reference else None
     for result in report["served"]:
         own = medians.get((result["runner"], result["workload"]))
