@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,8 @@ from exporter.cmd_eval import BEGIN, END, write_docs
 from exporter.errors import ConfigError
 from exporter.stsb import load_stsb, row
 
-STSB = "/work/shared/data/stsb/sts-dev.csv"
+# ../shared beside the checkout (as in CI), like scripts/benchmark.py
+STSB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-dev.csv")
 
 
 def test_load_stsb_reads_score_and_pairs(tmp_path):
