@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         report = run_benchmark(args, profile, work)
-    report.update(schema=SCHEMA, command="python scripts/benchmark.py " + shlex.join(sys.argv[1:] if argv is None
-                                                                                     else argv),
+    command = " ".join(["python scripts/benchmark.py", shlex.join(sys.argv[1:] if argv is None else argv)])
+    report.update(schema=SCHEMA, command=command.strip(),
                   duration_s=time.perf_counter() - started, baseline_label=BASELINE)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     stem = f"{report['machine']['host']}-{today()}" + ("-quick" if args.quick else "")
