@@ -25,7 +25,7 @@ from _bench_measure import Batches
 from _bench_quality import StsbQuality
 from _bench_report import BASELINE, BASELINE_END
 from _bench_served import serve_and_measure
-from _bench_workloads import STSB_NAME, build_workloads, describe, load_tokenizer, read_stsb
+from _bench_workloads import STSB_NAME, build_workloads, describe, load_tokenizer
 
 log = logging.getLogger("exporter.bench.run")
 
@@ -160,14 +160,15 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
     """Every step of the benchmark; returns the report record (without the run's command and duration)."""
     from exporter.devices import parse_device
     from exporter.models import DEFAULT_MODEL, resolve_model_dir
+    from exporter.stsb import load_stsb
 
     model = args.model or DEFAULT_MODEL
     model_dir = resolve_model_dir(model)
     device = parse_device(args.device)
     precisions = _precisions(args, profile, device)
     tokenizer = load_tokenizer(model_dir)
-    pairs = read_stsb(args.stsb)
-    workloads = build_workloads(pairs, tokenizer, stsb_texts=profile.stsb_texts, synthetic=profile.synthetic,
+    pairs = load_stsb(args.stsb, profile.stsb_pairs)
+    workloads = build_workloads(load_stsb(args.stsb).sentences, tokenizer, stsb_texts=profile.stsb_texts, synthetic=profile.synthetic,
                                 batch_size=profile.batch_size, max_length=args.max_length,
                                 token_budget=profile.token_budget)
     baseline_kind = "fp16" if device.is_gpu else "fp32"
@@ -186,7 +187,7 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
         spec = _inprocess_spec(BASELINE, "sentence-transformers", model_dir, workloads, args, profile)
         report["inprocess"] += run_inprocess(spec, work, INPROCESS_TIMEOUT_S)["results"]
     with run.timed("quality: fp32 reference"):
-        run.quality = StsbQuality(model_dir, pairs[:profile.stsb_pairs], args.max_length)
+        run.quality = StsbQuality(model_dir, pairs, args.max_length)
     report["quality"] = run.quality.summary()
     for precision in precisions:
         _precision_steps(run, precision)

@@ -32,27 +32,6 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
     return tokenizer
 
 
-def read_stsb(path: Path) -> list[tuple[str, str, float]]:
-    """(sentence1, sentence2, gold score) per line of an STS-B csv (tab-separated, no header, no quoting)."""
-    pairs = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 7:
-                raise ValueError(f"{path}:{number}: {len(fields)} tab-separated fields; an STS-B row has 7 or 9")
-            pairs.append((fields[5], fields[6], float(fields[4])))
-    return pairs
-
-
-def stsb_sentences(pairs: list[tuple[str, str, float]]) -> list[str]:
-    """Unique STS-B sentences in file order (sentence1 then sentence2 of each pair)."""
-    seen: dict[str, None] = {}
-    for first, second, _score in pairs:
-        seen.setdefault(first)
-        seen.setdefault(second)
-    return list(seen)
-
-
 def synthetic_texts(tokenizer: Tokenizer, words: list[str], n_tokens: int, count: int, seed: int = 0) -> list[str]:
     """``count`` texts of ``n_tokens`` tokens each (special tokens included) from seeded shuffles of ``words``."""
     if n_tokens <= SPECIAL_TOKENS:
@@ -93,12 +72,10 @@ def synthetic_batch_size(batch_size: int, n_tokens: int, token_budget: int) -> i
     return max(1, min(batch_size, token_budget // n_tokens))
 
 
-def build_workloads(pairs: list[tuple[str, str, float]], tokenizer: Tokenizer, *, stsb_texts: int,
-                    synthetic: dict[int, int], batch_size: int, max_length: int,
-                    token_budget: int) -> list[Batches]:
-    """STS-B (first ``stsb_texts`` unique sentences, ``batch_size`` per request) and one synthetic workload per
-    ``{tokens: count}`` (batches capped by :func:`synthetic_batch_size`)."""
-    sentences = stsb_sentences(pairs)
+def build_workloads(sentences: list[str], tokenizer: Tokenizer, *, stsb_texts: int, synthetic: dict[int, int],
+                    batch_size: int, max_length: int, token_budget: int) -> list[Batches]:
+    """STS-B (the first ``stsb_texts`` of the unique ``sentences``, ``batch_size`` per request) and one synthetic
+    workload per ``{tokens: count}`` made of their words (batches capped by :func:`synthetic_batch_size`)."""
     workloads = [make_batches(STSB_NAME, sentences[:stsb_texts], batch_size, tokenizer, max_length)]
     words = sorted({w for s in sentences for w in s.split()})
     for n_tokens, count in sorted(synthetic.items()):

@@ -31,6 +31,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from _bench_machine import today  # noqa: E402
 from _bench_measure import Settings  # noqa: E402
 from _bench_report import BASELINE, SCHEMA, write_report  # noqa: E402
+from exporter.errors import ConfigError, ModelError  # noqa: E402
 
 log = logging.getLogger("exporter.bench")
 
@@ -131,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="emb-bench-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        report = run_benchmark(args, profile, work)
+        try:
+            report = run_benchmark(args, profile, work)
+        except (ConfigError, ModelError) as exc:  # a bad --model / --stsb / environment: say which, exit 2
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     command = " ".join(["python scripts/benchmark.py", shlex.join(sys.argv[1:] if argv is None else argv)])
     report.update(schema=SCHEMA, command=command.strip(),
                   duration_s=time.perf_counter() - started, baseline_label=BASELINE)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(SCRIPTS))
 
 from _bench_measure import Batches, Settings, measure, summarize, Window  # noqa: E402
 from _bench_report import check_report  # noqa: E402
-from _bench_workloads import load_tokenizer, make_batches, read_stsb, synthetic_texts  # noqa: E402
+from _bench_workloads import load_tokenizer, make_batches, synthetic_texts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +82,6 @@ def test_batches_carry_truncated_token_counts(tokenizer):
     assert batches.tokens == (512, 256)
 
 
-def test_read_stsb_names_the_bad_line(tmp_path):
-    path = tmp_path / "sts.csv"
-    path.write_text("g\tf\t2012\t1\t4.0\tA man.\tA person.\ng\tf\t2012\t2\t3.5\tonly six fields\n")
-    with pytest.raises(ValueError, match=r"sts.csv:2: 6 tab-separated fields"):
-        read_stsb(path)
-
-
 def test_bad_flags_name_the_value_and_what_is_allowed():
     out = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--quick", "--concurrency", "1,x"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -97,6 +90,10 @@ def test_bad_flags_name_the_value_and_what_is_allowed():
                           "--out", "/nonexistent/never-written"], capture_output=True, text=True, timeout=120,
                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode != 0 and "fp8 not available on cpu" in out.stderr and "allowed: fp32" in out.stderr
+    out = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--quick", "--stsb", "/nonexistent/sts.csv",
+                          "--out", "/nonexistent/never-written"], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2 and "--stsb '/nonexistent/sts.csv' cannot be read" in out.stderr, out.stderr[-500:]
 
 
 @pytest.mark.slow
