@@ -168,9 +168,9 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
     precisions = _precisions(args, profile, device)
     tokenizer = load_tokenizer(model_dir)
     pairs = load_stsb(args.stsb, profile.stsb_pairs)
-    workloads = build_workloads(load_stsb(args.stsb).sentences, tokenizer, stsb_texts=profile.stsb_texts, synthetic=profile.synthetic,
-                                batch_size=profile.batch_size, max_length=args.max_length,
-                                token_budget=profile.token_budget)
+    workloads = build_workloads(load_stsb(args.stsb).sentences, tokenizer, stsb_texts=profile.stsb_texts,
+                                synthetic=profile.synthetic, batch_size=profile.batch_size,
+                                max_length=args.max_length, token_budget=profile.token_budget)
     baseline_kind = "fp16" if device.is_gpu else "fp32"
     report: dict[str, Any] = {
         "schema": None, "created": today(), "mode": "quick" if args.quick else "full", "model": model,
