@@ -56,7 +56,7 @@ class LoadSettings:
     pool: int = 256
     seed: int = 0
     min_cosine: float = 0.99999
-    time_limit: float = 1800.0
+    time_limit: float = 3600.0
     request_timeout: float = 120.0
 
     def __post_init__(self) -> None:
