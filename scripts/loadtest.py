@@ -36,7 +36,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from _bench_workloads import read_stsb, stsb_sentences  # noqa: E402
+from exporter.stsb import load_stsb  # noqa: E402
 
 log = logging.getLogger("exporter.loadtest")
 
@@ -117,7 +117,7 @@ class LoadReport:
 
 def text_pool(size: int, seed: int, stsb: Path = DEFAULT_STSB) -> list[str]:
     """``size`` distinct texts of mixed length: 70% sentences, 20% paragraphs, 10% over 256 tokens, plus edges."""
-    sentences = stsb_sentences(read_stsb(stsb))
+    sentences = load_stsb(stsb).sentences
     rng = random.Random(seed)
     pool = list(EDGE_TEXTS)
     while len(pool) < size:
