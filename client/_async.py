@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
 import aiohttp
@@ -35,8 +35,8 @@ class AsyncEmbeddingClient:
 
     def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
                  max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
-                 retry: Retry | None = None):
-        self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
+                 retry: Retry | None = None, headers: Mapping[str, str] | None = None):
+        self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry, headers)
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
         self._client: Transport | None = None  # made on first use, inside the loop that will run it
         self._info: ModelInfo | None = None
@@ -116,7 +116,8 @@ class AsyncEmbeddingClient:
         if self._client is None:
             s = self.settings
             # aiohttp's total timeout bounds connect + request; tritonclient.aio exposes no separate connect limit.
-            self._client = Transport(s.url, ssl=s.ssl, conn_limit=s.max_concurrency, conn_timeout=s.timeouts.request)
+            self._client = s.attach_headers(Transport(s.url, ssl=s.ssl, conn_limit=s.max_concurrency,
+                                                      conn_timeout=s.timeouts.request))
         return self._client
 
     async def _call(self, what: str, request: Callable[[Transport], Awaitable[T]], *, model: str | None = None,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.http as httpclient
+from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
 from .errors import EmbeddingError, InvalidInput, ModelNotFound, ServerError, ServerUnavailable
@@ -139,17 +140,40 @@ class Settings:
     max_concurrency: int
     timeouts: Timeouts
     retry: Retry
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. Authorization for a proxy)
 
     @classmethod
     def create(cls, url: str | None, model: str | None, batch_size: int | None, max_concurrency: int,
-               timeouts: Timeouts | None, retry: Retry | None) -> Settings:
+               timeouts: Timeouts | None, retry: Retry | None,
+               headers: Mapping[str, str] | None = None) -> Settings:
         raw_url = url or os.environ.get(ENV_URL) or DEFAULT_URL
         address, ssl = split_url(raw_url)
         for name, value in (("batch_size", batch_size), ("max_concurrency", max_concurrency)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name}={value!r}: expected an int >= 1")
+        pairs = tuple((headers or {}).items())
+        for key, value in pairs:
+            if not isinstance(key, str) or not isinstance(value, str) or not key or "\n" in key + value:
+                raise ValueError(f"header {key!r}: {value!r}: expected non-empty str names and str values "
+                                 "without line breaks")
         return cls(address, ssl, model or os.environ.get(ENV_MODEL) or None, batch_size, max_concurrency,
-                   timeouts or Timeouts(), retry or Retry())
+                   timeouts or Timeouts(), retry or Retry(), pairs)
+
+    def attach_headers(self, transport: Any) -> Any:
+        """Make ``transport`` (a tritonclient sync or aio client) send :attr:`headers` with every request."""
+        if self.headers:
+            transport.register_plugin(_HeaderPlugin(dict(self.headers)))
+        return transport
+
+
+class _HeaderPlugin(InferenceServerClientPlugin):
+    """tritonclient's hook for per-request headers: how an authenticating proxy in front of Triton gets its token."""
+
+    def __init__(self, headers: dict[str, str]):
+        self._headers = headers
+
+    def __call__(self, request: Any) -> None:
+        request.headers.update(self._headers)
 
 
 def split_url(url: str) -> tuple[str, bool]:

@@ -12,7 +12,7 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -42,8 +42,8 @@ class EmbeddingClient:
 
     def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
                  max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
-                 retry: Retry | None = None):
-        self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry)
+                 retry: Retry | None = None, headers: Mapping[str, str] | None = None):
+        self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry, headers)
         self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="emb-client")
         self._local = threading.local()
         self._transports: list[Transport] = []
@@ -127,8 +127,8 @@ class EmbeddingClient:
         transport = getattr(self._local, "transport", None)
         if transport is None:
             s = self.settings
-            transport = Transport(s.url, ssl=s.ssl, connection_timeout=s.timeouts.connect,
-                                  network_timeout=s.timeouts.request)
+            transport = s.attach_headers(Transport(s.url, ssl=s.ssl, connection_timeout=s.timeouts.connect,
+                                                   network_timeout=s.timeouts.request))
             self._local.transport = transport
             with self._lock:
                 self._transports.append(transport)

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help=f"served model name (default: ${ENV_MODEL}, or the only one served)")
     parser.add_argument("--timeout", type=float, default=Timeouts.request,
                         help="seconds per request attempt (default: %(default)s)")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="extra HTTP header for every request, e.g. 'Authorization: Bearer TOKEN' (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log retries and requests")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -115,13 +117,22 @@ COMMANDS: dict[str, Callable[[EmbeddingClient, argparse.Namespace], int]] = {
     "embed": _embed, "models": _models, "health": _health}
 
 
+def _parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"--header {text!r}: expected 'NAME: VALUE'")
+    return name.strip(), value.strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        headers = dict(_parse_header(h) for h in args.header)
         client = EmbeddingClient(args.url, model=args.model, batch_size=getattr(args, "batch_size", None),
-                                 timeouts=Timeouts(connect=min(5.0, args.timeout), request=args.timeout))
+                                 timeouts=Timeouts(connect=min(5.0, args.timeout), request=args.timeout),
+                                 headers=headers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
