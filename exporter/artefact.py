@@ -17,12 +17,13 @@ import platform
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import swap_in
+from .errors import ConfigError, ModelError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .plan import Plan
 from .precisions import route_for
@@ -88,6 +89,11 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
         report = _report(plan, spec, work, result, gate)
         (work / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return _publish(work, out_root / plan.name)
+    except (ExportError, ConfigError, ModelError, OSError):
+        raise  # OSError: the caller names the location and what to do (full disk, read-only)
+    except Exception as exc:  # a route's library failing (torch.onnx, ORT quantizer, bitsandbytes): one model
+        raise ExportError(f"{plan.name} ({plan.precision}, {plan.route}) failed: {type(exc).__name__}: {exc}") \
+            from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -103,18 +109,10 @@ def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions) -> 
 
 
 def _publish(work: Path, final: Path) -> Path:
-    """Swap ``work`` into ``final``; the previous artefact is moved aside first and restored on failure."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}") if final.exists() else None
-    if old is not None:
-        final.rename(old)
-    try:
-        work.rename(final)
-    except BaseException:
-        if old is not None:
-            old.rename(final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Swap ``work`` in as ``final`` (atomically where the file system allows) and drop the previous artefact."""
+    previous = swap_in(work, final)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     log.info("published %s", final)
     return final
 

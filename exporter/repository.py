@@ -17,7 +17,6 @@ as it was; the next build removes the stale staging directory.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from .atomic import swap_in
 from .errors import ConfigError
 from .plan import Plan
 from .triton_config import (ENCODER_OUTPUT, RUNTIME_LOADERS, TOKENIZER_DIR, ArtefactInfo, ServingOptions,
@@ -214,34 +214,13 @@ def _check_onnx(model_dir: Path, config) -> None:
 
 def publish(tmp: Path, dest: Path) -> None:
     """Swap the complete ``tmp`` in as ``dest`` atomically; the previous repository ends up in ``tmp``."""
-    dest = Path(dest).absolute()
-    if not dest.exists():
-        os.rename(tmp, dest)
+    tmp = Path(tmp).absolute()
+    previous = swap_in(tmp, dest)
+    if previous is None:
         tmp.mkdir()  # the staging context removes it
-        return
-    if not _rename_exchange(tmp, dest):
-        # Not atomic (no renameat2 here): two renames, the window between them is microseconds.
-        log.warning("renameat2(RENAME_EXCHANGE) unavailable; publishing %s with two renames", dest)
-        old = tmp.with_name(tmp.name + ".old")
-        os.rename(dest, old)
-        os.rename(tmp, dest)
-        os.rename(old, tmp)
-    log.info("published %s", dest)
-
-
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """Linux renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE): both paths swap in one atomic step."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
-        errno = ctypes.get_errno()
-        if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: file system or kernel without the flag
-            return False
-        raise OSError(errno, os.strerror(errno), str(b))
-    return True
+    elif previous != tmp:
+        os.rename(previous, tmp)
+    log.info("published %s", Path(dest).absolute())
 
 
 def _check_replaceable(dest: Path) -> None:

@@ -169,3 +169,22 @@ def test_fp16_for_architecture_unknown_to_optimizer_falls_back_with_warning(tmp_
     report = read_report(path)
     assert report["route_details"]["optimizer"].startswith("none (model_type 'bert' unknown")
     assert report["gate"]["passed"] and report["gate"]["min_cosine"] >= 0.999
+
+
+def test_unexpected_route_failure_is_an_export_error_naming_the_model(tmp_path, monkeypatch):
+    """A library failing inside a route (not our own error types) fails that model with a clear ExportError."""
+    from exporter import artefact
+    from exporter.config import Config
+    from exporter.devices import parse_device
+    from exporter.models import ModelSpec, resolve_model_dir
+    from exporter.plan import resolve
+
+    def broken(job, work):
+        raise RuntimeError("exporter backend exploded")
+
+    plan = resolve(ModelSpec("sentence-transformers/all-MiniLM-L6-v2", "broken"), Config(), parse_device("cpu"))
+    monkeypatch.setitem(artefact.ROUTE_BUILDERS, plan.route, broken)
+    with pytest.raises(artefact.ExportError, match=r"broken \(fp32, onnx-fp32\) failed: RuntimeError: exporter "
+                                                   r"backend exploded"):
+        artefact.export_artefact(plan, resolve_model_dir(plan.model), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
