@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 _NATIVE_TO_PRECISION = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 _QUANT_SCHEMES = {
-    "int8": "ONNX Runtime dynamic quantization, int8 per-channel weights, fp32 activations",
+    "int8": "int8 embedding table + 8-bit MatMulNBits weights (block 128, int8 compute), ONNX Runtime",
     "int4": "bitsandbytes NF4 (Linear4bit), embeddings in 8 bits",
 }
 
@@ -33,7 +33,6 @@ class MemoryPlan:
     ort_arena_extend_strategy: str = "kNextPowerOfTwo"
     ort_gpu_mem_limit_bytes: int | None = None
     instance_count: int = 1
-    torch_low_cpu_mem_usage: bool = False
     notes: tuple[str, ...] = ()
 
 
@@ -87,10 +86,8 @@ def _memory_plan(config: Config, device: Device) -> MemoryPlan:
         enabled=True,
         ort_arena_extend_strategy="kSameAsRequested",
         instance_count=1,
-        torch_low_cpu_mem_usage=True,
         notes=("ORT CUDA arena grows only as requested (no power-of-two over-allocation)",
-               "one model instance per GPU",
-               "torch routes load weights with low_cpu_mem_usage and free the CUDA cache after warm-up"),
+               "one model instance per GPU"),
     )
 
 
@@ -172,7 +169,7 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
         log.warning(msg)
         reasons.append(f"   fallback: {msg}")
         chosen = fallback
-    reasons.append("5 fp32 default: " + ("decides" if decided_by == "default" else "not reached"))
+    reasons.append("5 fp32 default: not reached (the device step always decides)")
 
     route = route_for(chosen)
     quantization = {
