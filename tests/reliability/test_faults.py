@@ -128,17 +128,25 @@ def test_build_sigkilled_at_random_points_leaves_the_previous_repository_serving
     models_file = tmp_path / "models.yaml"
     models_file.write_text(yaml.safe_dump([{"model": MODEL, "name": name, "precision": "fp32"}]))
     before = (repository / "manifest.json").read_bytes()
+    command = [sys.executable, "-m", "exporter", "build", "--models-file", str(models_file), "--device", "cpu",
+               "--log-level", "WARNING", "--repository"]
+    # Kill points are drawn inside the time one whole build takes on this machine now (a quiet box builds in
+    # ~10 s, a loaded one in over a minute), so every kill lands mid-build: imports, export, optimisation, gate.
+    started = time.monotonic()
+    subprocess.run(command + [str(tmp_path / "timing")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=600)
+    full_build = time.monotonic() - started
     rng = random.Random(int(os.environ.get("RELIABILITY_SEED", "7")))
-    delays = [round(rng.uniform(1.0, 25.0), 1) for _ in range(3)]
-    command = [sys.executable, "-m", "exporter", "build", "--repository", str(repository),
-               "--models-file", str(models_file), "--device", "cpu", "--log-level", "WARNING"]
+    delays = [round(rng.uniform(0.5, 0.6 * full_build), 1) for _ in range(3)]
+    command.append(str(repository))
     for delay in delays:
         build = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         time.sleep(delay)
         os.killpg(build.pid, signal.SIGKILL)
         build.wait(timeout=30)
-        assert build.returncode == -signal.SIGKILL, f"the build ended by itself before {delay} s"
+        assert build.returncode == -signal.SIGKILL, \
+            f"the build ended by itself before {delay} s (a whole build took {full_build:.1f} s)"
         assert (repository / "manifest.json").read_bytes() == before, f"killed after {delay} s: manifest changed"
         assert manifest_mismatches(repository) == [], f"killed after {delay} s"
     with TritonServer(ServerSettings(repository, http_port=0, grpc_port=0, metrics_port=0)) as server:
