@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .build import build_repository
+from .cmd_export import add_export_arguments, export_options
 from .context import add_model_arguments, load_context
 from .triton_config import ServingOptions
 from .verify import ExportError
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ONNX Runtime intra-op threads per encoder instance (default 0: one per core)")
     parser.add_argument("--tensorrt", action="store_true",
                         help="GPU targets: add the TensorRT execution accelerator (FP16) to ONNX encoders")
+    add_export_arguments(parser)
 
 
 def serving_options(args: argparse.Namespace) -> ServingOptions:
@@ -44,9 +46,11 @@ def serving_options(args: argparse.Namespace) -> ServingOptions:
 
 def run(args: argparse.Namespace) -> int:
     options = serving_options(args)  # bad flags fail before any export work
+    exporting = export_options(args)
     ctx = load_context(args)
     try:
-        result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options)
+        result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options,
+                                  export_options=exporting)
     except ExportError as exc:  # includes a failed quality gate
         print(f"error: {exc}\nnothing was published; {args.repository} is unchanged", file=sys.stderr)
         return 1

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"where artefact directories are published (default ./{DEFAULT_OUT})")
+    add_export_arguments(parser)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Gate and trust flags, shared by ``export`` and ``build`` (which exports every model first)."""
     parser.add_argument("--accept-degraded", action="store_true",
                         help="publish even when the quality gate fails (recorded in report.json)")
     parser.add_argument("--min-cosine", action="append", default=[], metavar="P=V",
@@ -28,6 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow models whose architecture is custom code from their repository")
     parser.add_argument("--verification-limit", type=int, metavar="N",
                         help="gate on N sentences of the verification set (default: all)")
+
+
+def export_options(args: argparse.Namespace) -> Any:
+    """The :class:`~exporter.artefact.ExportOptions` of :func:`add_export_arguments`' flags (validated)."""
+    from .artefact import ExportOptions  # heavy (torch): only once a command really exports
+
+    limit = args.verification_limit
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--verification-limit={limit}: expected a positive number of sentences")
+    return ExportOptions(thresholds=parse_thresholds(args.min_cosine), accept_degraded=args.accept_degraded,
+                         trust_remote_code=args.trust_remote_code, verification_limit=limit)
 
 
 def parse_thresholds(items: list[str]) -> dict[str, float]:
@@ -64,11 +80,9 @@ def summary_line(report: dict[str, Any], path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .artefact import ExportError, ExportOptions, export_artefact
+    from .artefact import ExportError, export_artefact
 
-    options = ExportOptions(thresholds=parse_thresholds(args.min_cosine), accept_degraded=args.accept_degraded,
-                            trust_remote_code=args.trust_remote_code,
-                            verification_limit=args.verification_limit)
+    options = export_options(args)
     ctx = load_context(args)
     for where in ctx.model_dirs.values():
         if isinstance(where, ModelError):

@@ -50,3 +50,21 @@ def test_sigkill_during_build_leaves_the_previous_repository_intact(fp32_reposit
         pass
     assert not artefacts.parent.exists()
     assert snapshot(dest) == before
+
+
+def test_build_applies_the_gate_flags(tmp_path):
+    """`exporter build` takes the same gate flags as `exporter export`: an impossible threshold fails the build
+    (nothing published), and --accept-degraded publishes it with the failure recorded in the manifest."""
+    import json
+
+    command = [sys.executable, "-m", "exporter", "build", "--device", "cpu", "--precision", "int8",
+               "--repository", str(tmp_path / "repo"), "--min-cosine", "int8=0.9999999", "--verification-limit", "8"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    failed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and "nothing was published" in failed.stderr
+    assert not (tmp_path / "repo").exists()
+    accepted = subprocess.run(command + ["--accept-degraded", "--json"], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert accepted.returncode == 0, accepted.stderr
+    gate = json.loads((tmp_path / "repo" / "manifest.json").read_text())["models"][0]["artefact"]["gate"]
+    assert (gate["passed"], gate["accepted_degraded"], gate["threshold"]) == (False, True, 0.9999999)

@@ -120,6 +120,8 @@ def test_tensorrt_on_a_cpu_target_is_a_clear_error():
 @pytest.mark.parametrize("argv, message", [
     (["--max-batch-size", "0"], "--max-batch-size=0 is out of range; allowed: an integer from 1 to 4096"),
     (["--tensorrt", "--device", "cpu"], "--tensorrt needs an NVIDIA GPU target; all-minilm-l6-v2 targets cpu"),
+    (["--verification-limit", "0"], "--verification-limit=0: expected a positive number of sentences"),
+    (["--min-cosine", "fp8=0.9"], "--min-cosine 'fp8=0.9': expected PRECISION=VALUE"),
 ])
 def test_build_cli_rejects_bad_options_before_exporting(argv, message, tmp_path, capsys):
     from exporter.cli import main
