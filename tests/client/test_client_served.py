@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,6 +66,21 @@ def request_counts(triton_http, model: str) -> tuple[int, int]:
     tokenizer = triton_http.get_inference_statistics(f"{model}_tokenizer")["model_stats"][0]["inference_stats"]
     ensemble = triton_http.get_inference_statistics(model)["model_stats"][0]["inference_stats"]
     return tokenizer["success"]["count"] + tokenizer["fail"]["count"], ensemble["success"]["count"]
+
+
+def settled_counts(triton_http, model: str, settle: float = 0.5, limit: float = 10.0) -> tuple[int, int]:
+    """:func:`request_counts` once they stop changing: Triton records a request's statistics after its response
+    is sent, so a read right after the client returns can miss the last (failed) request. A retry would only
+    raise the counts, so waiting for them to settle cannot hide one."""
+    deadline = time.monotonic() + limit
+    counts = request_counts(triton_http, model)
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        latest = request_counts(triton_http, model)
+        if latest == counts:
+            return counts
+        counts = latest
+    return counts
 
 
 def test_thousand_texts_in_one_call_are_normalized_rows_in_input_order(vectors, texts, client):
@@ -168,7 +184,7 @@ def test_server_400_names_the_text_and_is_not_retried(triton_server, triton_http
     with EmbeddingClient(triton_server.http_url, model=fp32, batch_size=16, max_concurrency=1,
                          retry=Retry(attempts=5, backoff=0.01)) as c, pytest.raises(InvalidInput) as caught:
         c.embed(batch)
-    requests_after, completed_after = request_counts(triton_http, fp32)
+    requests_after, completed_after = settled_counts(triton_http, fp32)
     assert caught.value.index == 20  # TEXT[4] of the second request -> the caller's index
     assert "65537 bytes" in caught.value.server_message
     # First batch (16 fine texts) once, the bad second batch once: no retry; nothing after the failure.
