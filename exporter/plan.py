@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 _NATIVE_TO_PRECISION = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 _QUANT_SCHEMES = {
-    "int8": "int8 embedding table + 8-bit MatMulNBits weights (block 128, int8 compute), ONNX Runtime",
+    "int8": "int8 embedding table + per-token int8 matrix products with SmoothQuant scales, ONNX Runtime",
     "int4": "bitsandbytes NF4 (Linear4bit), embeddings in 8 bits",
 }
 

@@ -33,7 +33,7 @@ ROUTES: dict[str, Route] = {
         Route("onnx-fp32", "fp32", "onnx", 0.99999, "ONNX, ONNX Runtime offline graph optimization"),
         Route("onnx-fp16", "fp16", "onnx", 0.999, "ORT transformers optimizer + float16 conversion, fp32 I/O"),
         Route("torch-bf16", "bf16", "torch", 0.999, "torch bf16 in a python-backend model (Ampere+)"),
-        Route("onnx-int8-dynamic", "int8", "onnx", 0.99, "int8 embeddings + 8-bit MatMulNBits, ORT"),
+        Route("onnx-int8-dynamic", "int8", "onnx", 0.99, "int8 embeddings + smoothed per-token int8 MatMuls, ORT"),
         Route("torch-bnb-nf4", "int4", "torch", 0.96, "bitsandbytes NF4 Linear4bit, torch python-backend model"),
     )
 }

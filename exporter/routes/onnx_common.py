@@ -32,10 +32,15 @@ def optimizer_type(job: BuildJob) -> str | None:
     return OPTIMIZER_TYPES.get(str(job.spec.config.get("model_type", "")))
 
 
-def optimize(job: BuildJob, source: Path, result: RouteResult):
+def optimize(job: BuildJob, source: Path, result: RouteResult, *, keep_projections: bool = False):
     """ONNX Runtime's offline transformer optimizer (python fusions only, opt_level 0, so the graph stays
     portable between the CPU and CUDA providers). Returns the ``OnnxModel``; unknown architectures get the
-    graph unfused, with a WARNING and a note in the report."""
+    graph unfused, with a WARNING and a note in the report.
+
+    ``keep_projections``: fuse attention into ``MultiHeadAttention`` (scores, softmax and context only) so the
+    Q/K/V projections stay plain ``MatMul`` nodes a quantizer can rewrite, and leave the embedding lookup
+    unfused so its table stays a ``Gather`` the quantizer can shrink."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = optimizer_type(job)
@@ -47,9 +52,13 @@ def optimize(job: BuildJob, source: Path, result: RouteResult):
             result.details["optimizer"] = f"none (model_type {config.get('model_type')!r} unknown to it)"
             model = optimize_model(str(source), model_type="bert", opt_level=0, optimization_options=_no_fusion())
         else:
+            options = FusionOptions(model_type)
+            if keep_projections:
+                options.use_multi_head_attention = True
+                options.enable_embed_layer_norm = False
             model = optimize_model(str(source), model_type=model_type, opt_level=0,
                                    num_heads=int(config.get("num_attention_heads") or 0),
-                                   hidden_size=int(config.get("hidden_size") or 0))
+                                   hidden_size=int(config.get("hidden_size") or 0), optimization_options=options)
             fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
             result.details["optimizer"] = {"model_type": model_type, "fused": fused}
             log.info("optimizer (%s) fused: %s", model_type, fused)

@@ -5,8 +5,10 @@ loader (``onnx_encoder.py`` / ``torch_encoder.py``, named by the ``runtime_loade
 Serves torch routes everywhere and, on the local pip ``tritonserver`` (python backend only), ONNX routes too.
 
 Why it batches itself: the python backend hands ``execute`` a list of requests. Running them one by one costs one
-runtime call each; here the requests of a dynamic batch (inputs are ``allow_ragged_batch``) are right-padded to one
-length, run in one call and split. Padding is masked by ``attention_mask``, so vectors do not change.
+runtime call each; here the texts of a dynamic batch (inputs are ``allow_ragged_batch``) are pooled, sorted by
+token length and run in length buckets of at most ``max_batch_tokens`` padded tokens each (at least one text per
+bucket), so a short text is never padded to the longest text of another request. Padding is masked by
+``attention_mask``, so vectors do not change.
 """
 
 import importlib.util
@@ -17,6 +19,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 OUTPUT = "sentence_embedding"
+DEFAULT_MAX_BATCH_TOKENS = 4096
 
 
 def _load_class(path, name):
@@ -42,6 +45,19 @@ def pad_and_stack(feeds, names):
     return batch
 
 
+def length_buckets(lengths, max_tokens):
+    """Row indices sorted by length and cut into buckets whose rows x longest length stays within ``max_tokens``
+    (a bucket always takes at least one row). Sorting first is what keeps the padding small."""
+    order = np.argsort(lengths, kind="stable")
+    buckets, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end - start > 1 and (end - start) * int(lengths[order[end - 1]]) > max_tokens:
+            buckets.append(order[start:end - 1])
+            start = end - 1
+    buckets.append(order[start:])
+    return buckets
+
+
 class TritonPythonModel:
     """Runs an exported encoder (ONNX Runtime or torch) for a whole dynamic batch in one call."""
 
@@ -55,6 +71,7 @@ class TritonPythonModel:
         threads = int(params.get("threads", "0")) or None
         self.encoder = encoder_cls(version_dir, device=device, threads=threads)
         self.inputs = [tensor["name"] for tensor in config["input"]]
+        self.max_batch_tokens = int(params.get("max_batch_tokens", "0")) or DEFAULT_MAX_BATCH_TOKENS
 
     def _feeds(self, request):
         feed = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
@@ -88,10 +105,30 @@ class TritonPythonModel:
         raises, the requests are run alone, so only the offending one gets the error.
         """
         try:
-            vectors = self.encoder(pad_and_stack(feeds, self.inputs))
+            vectors = self._run(pad_and_stack(feeds, self.inputs))
         except Exception as exc:  # noqa: BLE001 - any runtime failure is answered per request, never raised
             if len(feeds) == 1:
                 return [pb_utils.TritonError(f"the encoder failed on this request: {exc}")]
             return [part for feed in feeds for part in self._encode([feed])]
         sizes = np.cumsum([f[self.inputs[0]].shape[0] for f in feeds])[:-1]
         return np.split(vectors, sizes)
+
+    def _run(self, batch):
+        """The encoder over ``batch`` in length buckets, rows back in their original order."""
+        first = batch[self.inputs[0]]
+        if "attention_mask" in batch:  # up to the last unmasked position: safe for any padding side
+            real = batch["attention_mask"] != 0
+            lengths = np.where(real.any(axis=1), real.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
+        else:
+            lengths = np.full(first.shape[0], first.shape[1])
+        buckets = length_buckets(lengths, self.max_batch_tokens)
+        if len(buckets) == 1 and int(lengths.max(initial=0)) == first.shape[1]:
+            return self.encoder(batch)
+        out = None
+        for rows in buckets:
+            width = max(int(lengths[rows].max()), 1)
+            part = self.encoder({name: batch[name][rows, :width] for name in self.inputs})
+            if out is None:
+                out = np.empty((first.shape[0],) + part.shape[1:], dtype=part.dtype)
+            out[rows] = part
+        return out
