@@ -111,7 +111,9 @@ def run_inprocess(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[st
     """Run one runner in a fresh interpreter and return its record (raises with the worker's stderr tail)."""
     spec_path, out_path = work / f"{spec['label']}.spec.json", work / f"{spec['label']}.out.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]))
+    # the repository and scripts first, then whatever the caller's PYTHONPATH holds (e.g. a carried onnxruntime-gpu)
+    paths = [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     tail = b""
     with subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(spec_path), str(out_path)],
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
