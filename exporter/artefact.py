@@ -4,7 +4,8 @@
 the tokenizer, runs the quality gate through the artefact's own runtime loader, writes ``report.json`` and then
 publishes ``out_root/<plan.name>/`` atomically: everything is written to a temporary directory beside it and
 renamed into place only when complete, so a failed or interrupted build never leaves a half-written artefact
-and an existing previous artefact stays intact until the new one is ready.
+and an existing previous artefact stays intact until the new one is ready. A SIGKILL leaves that temporary
+directory behind; the next export of the same name removes it once its owning process is gone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from .atomic import swap_in
+from .atomic import remove_stale_staging, staging_name, swap_in
 from .errors import ConfigError, ModelError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .plan import Plan
@@ -75,7 +76,9 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     spec = read_encoder_spec(Path(model_dir), plan.max_length)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{plan.name}.building-", dir=out_root))
+    remove_stale_staging(out_root / plan.name)  # what killed builds of this name left
+    # <pid>.<random>: the pid lets a later export see that this build is gone; the suffix keeps two threads apart
+    work = Path(tempfile.mkdtemp(prefix=f"{staging_name(out_root / plan.name)}.", dir=out_root))
     umask = os.umask(0)
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the published dir must be readable by the server

@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from .atomic import swap_in
+from .atomic import remove_stale_staging, staging_name, swap_in
 from .errors import ConfigError
 from .plan import Plan
 from .triton_config import (ENCODER_OUTPUT, RUNTIME_LOADERS, TOKENIZER_DIR, ArtefactInfo, ServingOptions,
@@ -40,7 +40,6 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 MODELS_DIR = Path(__file__).parent / "triton_models"
 RUNTIME_DIR = Path(__file__).parent / "runtime"
-_STAGING_MARK = ".building-"
 _PLACEHOLDER_FILES = {"README.md", ".gitkeep"}
 _CONFIG_TOOLS = ("tritonclient", "protobuf")  # model_config_pb2 (Triton's schema) and its parser
 
@@ -80,8 +79,8 @@ def staging(dest: Path) -> Iterator[Path]:
     dest = Path(dest).absolute()
     _check_replaceable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(dest)
-    tmp = dest.parent / f".{dest.name}{_STAGING_MARK}{os.getpid()}"
+    remove_stale_staging(dest)
+    tmp = dest.parent / staging_name(dest)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -233,25 +232,6 @@ def _check_replaceable(dest: Path) -> None:
     if MANIFEST not in entries and entries - _PLACEHOLDER_FILES:
         raise ConfigError(f"refusing to replace --repository {dest}: it is not empty and has no {MANIFEST}, so "
                           "it was not written by 'exporter build'; choose another directory or remove it")
-
-
-def _remove_stale_staging(dest: Path) -> None:
-    for stale in dest.parent.glob(f".{dest.name}{_STAGING_MARK}*"):
-        pid = stale.name.rsplit("-", 1)[-1].split(".")[0]
-        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
-            continue
-        log.info("removing stale staging directory %s (its build was interrupted)", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _link_or_copy(src, dst) -> str:

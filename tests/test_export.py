@@ -3,10 +3,15 @@ input, the gate's failure path, and the atomic publish guarantee (interrupted bu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -123,6 +128,33 @@ def test_interrupted_export_leaves_nothing_and_keeps_previous(tmp_path, tiny_mea
         export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
     assert read_report(first)["files"] == files and _leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+@pytest.mark.slow
+def test_staging_left_by_a_killed_export_is_removed_by_the_next_one(tmp_path, tiny_mean):
+    """SIGKILL cannot be cleaned up after: the next export of the name removes the dead build's staging directory,
+    and keeps the previous version that an interrupted two-rename publish parks beside the artefact."""
+    args = ["export", "--model", str(tiny_mean), "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path),
+            "--verification-limit", str(LIMIT)]
+    parked = tmp_path / ".st.previous-0f1e2d3c"
+    parked.mkdir()
+    build = subprocess.Popen([sys.executable, "-m", "exporter", *args], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(tmp_path.glob(".st.building-*")):
+            assert build.poll() is None, f"export ended (code {build.returncode}) before it could be killed"
+            assert time.monotonic() < deadline, "export never started building"
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(build.pid, signal.SIGKILL)
+        build.wait()
+    [stale] = tmp_path.glob(".st.building-*")
+    assert not (tmp_path / "st").exists()
+    assert main(args) == 0
+    assert not stale.exists() and parked.is_dir() and read_report(tmp_path / "st")["gate"]["passed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [parked.name, "st"]
 
 
 @pytest.mark.slow
