@@ -1,6 +1,8 @@
 """Thin Python client for emb-provider models served by Triton: texts in, normalized float32 vectors out.
 
-Depends only on numpy and tritonclient[http] (the base ``pip install``), never on torch or the exporter.
+Depends only on numpy and tritonclient[http] (the base ``pip install``), never on torch or the exporter. Without
+tritonclient, importing this package raises a ModuleNotFoundError that names the missing module and the fix
+(``pip install "tritonclient[http]"``).
 """
 
 from ._async import AsyncEmbeddingClient

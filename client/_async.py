@@ -12,12 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
-import aiohttp
 import numpy as np
-import tritonclient.http.aio as aioclient
 
 from . import _common as common
 from ._common import ModelInfo, Retry, Timeouts
+from ._triton import aioclient, aiohttp
 from .errors import ModelNotFound, ServerUnavailable
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,8 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-import tritonclient.http as httpclient
-from tritonclient._plugin import InferenceServerClientPlugin
-from tritonclient.utils import InferenceServerException
 
+from ._triton import InferenceServerClientPlugin, InferenceServerException, httpclient
 from .errors import EmbeddingError, InvalidInput, ModelNotFound, ServerError, ServerUnavailable
 
 log = logging.getLogger(__name__)

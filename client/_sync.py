@@ -17,10 +17,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-import tritonclient.http as httpclient
 
 from . import _common as common
 from ._common import ModelInfo, Retry, Timeouts
+from ._triton import httpclient
 from .errors import ModelNotFound, ServerUnavailable
 
 log = logging.getLogger(__name__)
