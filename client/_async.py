@@ -76,10 +76,8 @@ class AsyncEmbeddingClient:
     async def models(self) -> list[ModelInfo]:
         """See :meth:`client.EmbeddingClient.models`."""
         index = await self._call("repository index", lambda t: t.get_model_repository_index())
-        names = sorted({entry["name"] for entry in index if entry.get("state") == "READY"})
-        configs = await asyncio.gather(*(self._call(f"config {name}", lambda t, n=name: t.get_model_config(n))
-                                         for name in names))
-        return [info for info in map(ModelInfo.from_config, configs) if info is not None]
+        configs = await asyncio.gather(*map(self._config_if_served, common.ready_names(index)))
+        return common.embedding_models(configs)
 
     async def model_info(self) -> ModelInfo:
         """See :meth:`client.EmbeddingClient.model_info`."""
@@ -135,6 +133,14 @@ class AsyncEmbeddingClient:
                                   lambda t: t.infer(info.name, inputs, outputs=outputs), model=info.name,
                                   offset=span.start)
         return common.read_embeddings(result, info, len(span))
+
+    async def _config_if_served(self, name: str) -> dict | None:
+        """See :meth:`client.EmbeddingClient._config_if_served`."""
+        try:
+            return await self._call(f"config {name}", lambda t: t.get_model_config(name), model=name)
+        except ModelNotFound:
+            common.log_unloaded(name)
+            return None
 
     async def _resolve(self, name: str | None) -> ModelInfo:
         if name is None:

@@ -217,6 +217,27 @@ class ModelInfo:
                    params.get("route"), params.get("model"), int(max_seq_length) if max_seq_length else None)
 
 
+def ready_names(index: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The names of the READY models in Triton's repository index, sorted, each once (one entry per version)."""
+    return sorted({entry["name"] for entry in index if entry.get("state") == "READY"})
+
+
+def embedding_models(configs: Iterable[dict[str, Any] | None]) -> list[ModelInfo]:
+    """The embedding models among the configs of the ready models, in the given order.
+
+    ``None`` stands for a model that the index listed as ready but that was unloaded before its config could be
+    read (the index and the config calls are separate requests): it is skipped, so a model leaving the server
+    while ``models()`` runs does not fail the listing of the others.
+    """
+    infos = (ModelInfo.from_config(config) for config in configs if config is not None)
+    return [info for info in infos if info is not None]
+
+
+def log_unloaded(name: str) -> None:
+    """Log that ``name`` left the server between the repository index and its config request (then skipped)."""
+    log.info("model %r was unloaded while the served models were listed; skipped", name)
+
+
 def choose_model(requested: str | None, served: Sequence[ModelInfo]) -> ModelInfo:
     """The served model to use: the one named, or the only one when none is named."""
     names = sorted(m.name for m in served)

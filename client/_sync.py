@@ -89,7 +89,8 @@ class EmbeddingClient:
         return common.assemble(parts, info, single)
 
     def models(self) -> list[ModelInfo]:
-        """The ready embedding models (TEXT -> EMBEDDING ensembles) with dim, precision and route, by name."""
+        """The ready embedding models (TEXT -> EMBEDDING ensembles) with dim, precision and route, by name. A model
+        unloaded while the list is read (after the repository index, before its config) is left out."""
         return self._submit(self._list_models).result()
 
     def model_info(self) -> ModelInfo:
@@ -152,9 +153,15 @@ class EmbeddingClient:
 
     def _list_models(self) -> list[ModelInfo]:
         index = self._call("repository index", lambda t: t.get_model_repository_index())
-        names = sorted({entry["name"] for entry in index if entry.get("state") == "READY"})
-        configs = [self._call(f"config {name}", lambda t, n=name: t.get_model_config(n)) for name in names]
-        return [info for info in map(ModelInfo.from_config, configs) if info is not None]
+        return common.embedding_models([self._config_if_served(name) for name in common.ready_names(index)])
+
+    def _config_if_served(self, name: str) -> dict | None:
+        """``name``'s config, or None when the model was unloaded after the index listed it (Triton: unknown)."""
+        try:
+            return self._call(f"config {name}", lambda t: t.get_model_config(name), model=name)
+        except ModelNotFound:
+            common.log_unloaded(name)
+            return None
 
     def _resolve(self, name: str | None) -> ModelInfo:
         if name is None:

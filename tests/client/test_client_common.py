@@ -23,8 +23,10 @@ from client._common import (
     assemble,
     batch_size_for,
     choose_model,
+    embedding_models,
     encode_texts,
     make_translator,
+    ready_names,
     spans,
     split_url,
 )
@@ -118,6 +120,22 @@ def test_model_info_reads_the_ensemble_parameters():
 ])
 def test_model_info_ignores_models_outside_the_contract(change):
     assert ModelInfo.from_config({**ENSEMBLE, **change}) is None
+
+
+def test_ready_names_are_sorted_once_each_and_only_ready():
+    index = [{"name": "b", "version": "1", "state": "READY"}, {"name": "a", "version": "1", "state": "READY"},
+             {"name": "a", "version": "2", "state": "READY"}, {"name": "c", "state": "UNAVAILABLE", "reason": "x"},
+             {"name": "d"}]
+    assert ready_names(index) == ["a", "b"]
+
+
+def test_models_unloaded_before_their_config_was_read_are_skipped_and_the_rest_kept():
+    """None is what the clients pass for a model whose config request found it gone (unloaded after the index)."""
+    other = {**ENSEMBLE, "name": "bge-int8"}
+    tokenizer = {"name": "minilm-fp32_tokenizer", "backend": "python", "max_batch_size": 64}
+    infos = embedding_models([other, None, tokenizer, ENSEMBLE])
+    assert [info.name for info in infos] == ["bge-int8", "minilm-fp32"]
+    assert embedding_models([None, None]) == []
 
 
 def test_choose_model_takes_the_only_one_or_the_named_one_and_lists_the_rest():
