@@ -183,21 +183,25 @@ class TritonServer:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> "TritonServer":
-        """Launch and wait for /v2/health/ready; on failure stop everything and raise :class:`ServeError`."""
+        """Launch and wait for /v2/health/ready; on failure stop everything and raise :class:`ServeError`.
+
+        Every failure, also one before the process exists (no binary, a repository the local view cannot be made
+        from, a binary that cannot be executed), stops what was started and removes the work directory.
+        """
         if self.process is not None and self.process.poll() is None:
             return self
         if self.settings.host == "0.0.0.0":
             log.warning("binding 0.0.0.0: the server is reachable from other hosts and has no authentication")
         self._work = tempfile.TemporaryDirectory(prefix="emb-provider-serve-")
-        work = Path(self._work.name)
-        self.log_path = work / "tritonserver.log"
-        command, env = self._command(work)
-        log.info("starting %s", " ".join(command))
-        with open(self.log_path, "wb") as log_file:
-            self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=_die_with_parent)
         try:
+            work = Path(self._work.name)
+            self.log_path = work / "tritonserver.log"
+            command, env = self._command(work)
+            log.info("starting %s", " ".join(command))
+            with open(self.log_path, "wb") as log_file:
+                self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                                preexec_fn=_die_with_parent)
             self._wait_ready()
         except BaseException:
             self.stop()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -116,4 +117,36 @@ def test_binding_all_interfaces_warns_and_unknown_binary_is_a_clear_error(fp32_r
         with pytest.raises(ConfigError, match=r"--tritonserver 'no-such-tritonserver' is neither an executable"):
             server.start()
     assert any("0.0.0.0" in r.message and "reachable from other hosts" in r.message for r in caplog.records)
+    assert server.process is None
+
+
+GOOD_CONFIG = 'name: "m"\nbackend: "python"\n'
+START_FAILURES = {  # case -> (--tritonserver, the model's config.pbtxt, what start() raises)
+    "missing binary": ("no-such-tritonserver", GOOD_CONFIG, ConfigError, "neither an executable path nor a command"),
+    "bad repository": (None, 'name: "m"\nno_such_field: 1\n', ConfigError, "model configuration schema"),
+    "binary that cannot run": ("FAKE", GOOD_CONFIG, OSError, "Exec format error"),
+}
+
+
+@pytest.mark.parametrize("case", START_FAILURES)
+def test_a_start_that_fails_before_the_server_runs_removes_its_work_directory(case, tmp_path, monkeypatch):
+    """The temp dir for the local repository view and the log is made before the process: every failure path,
+    also those before Popen, must remove it (the TritonServer is kept alive here, so no finalizer hides a leak)."""
+    binary, config, error, words = START_FAILURES[case]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where TemporaryDirectory puts the work directory
+    repository = tmp_path / "repo"
+    (repository / "m").mkdir(parents=True)
+    (repository / "m" / "config.pbtxt").write_text(config)
+    (repository / "manifest.json").write_text(json.dumps({"format": 1, "models": []}))
+    if binary == "FAKE":  # executable bits, but not a program the kernel can run
+        binary = str(tmp_path / "tritonserver")
+        Path(binary).write_bytes(b"\x00not an executable\n")
+        Path(binary).chmod(0o755)
+    server = TritonServer(ServerSettings(repository, tritonserver=binary, http_port=0, grpc_port=0,
+                                         metrics_port=0))
+    with pytest.raises(error, match=words):
+        server.start()
+    assert list(temp.iterdir()) == [], f"{case}: the start left its work directory behind"
     assert server.process is None
