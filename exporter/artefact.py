@@ -18,7 +18,6 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -26,8 +25,8 @@ from typing import Any, Callable
 from .atomic import remove_stale_staging, staging_name, swap_in
 from .errors import ConfigError, ModelError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
+from .options import ExportOptions
 from .plan import Plan
-from .precisions import route_for
 from .routes import ROUTE_BUILDERS, BuildJob, RouteResult
 from .runtime.onnx_encoder import OnnxEncoder
 from .runtime.torch_encoder import TorchEncoder
@@ -43,24 +42,6 @@ _VERSIONED = ("torch", "transformers", "sentence-transformers", "onnx", "onnxrun
               "tokenizers", "safetensors", "emb-provider")
 
 __all__ = ["ExportError", "ExportOptions", "GateError", "export_artefact"]
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """How to build: per-precision gate threshold overrides (precision -> min cosine), whether a failing gate
-    is accepted (recorded in the report), whether model code from the hub may run, and how many verification
-    sentences to use (``None``: the whole set)."""
-
-    thresholds: dict[str, float] | None = None
-    accept_degraded: bool = False
-    trust_remote_code: bool = False
-    verification_limit: int | None = None
-
-    def threshold(self, precision: str) -> float:
-        """The gate threshold for ``precision``: the override if given, else the route's default."""
-        if self.thresholds and precision in self.thresholds:
-            return float(self.thresholds[precision])
-        return route_for(precision).min_cosine
 
 
 def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: ExportOptions = ExportOptions()) -> Path:

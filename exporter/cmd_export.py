@@ -11,6 +11,7 @@ from typing import Any
 
 from .context import add_model_arguments, load_context
 from .errors import ConfigError, ModelError
+from .options import ExportOptions
 from .precisions import PRECISIONS
 
 DEFAULT_OUT = "artefacts"
@@ -35,10 +36,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gate on N sentences of the verification set (default: all)")
 
 
-def export_options(args: argparse.Namespace) -> Any:
-    """The :class:`~exporter.artefact.ExportOptions` of :func:`add_export_arguments`' flags (validated)."""
-    from .artefact import ExportOptions  # heavy (torch): only once a command really exports
-
+def export_options(args: argparse.Namespace) -> ExportOptions:
+    """The :class:`~exporter.options.ExportOptions` of :func:`add_export_arguments`' flags (validated), without
+    importing the export stack, so ``build`` can still check its options before torch loads."""
     limit = args.verification_limit
     if limit is not None and limit < 1:
         raise ConfigError(f"--verification-limit={limit}: expected a positive number of sentences")

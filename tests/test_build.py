@@ -1,4 +1,5 @@
-"""``exporter build`` killed mid-way: the previously published repository stays exactly as it was."""
+"""``exporter build`` killed mid-way: the previously published repository stays exactly as it was; the gate flags
+apply; options the target cannot serve fail before the export stack (torch) is imported."""
 
 from __future__ import annotations
 
@@ -68,3 +69,17 @@ def test_build_applies_the_gate_flags(tmp_path):
     assert accepted.returncode == 0, accepted.stderr
     gate = json.loads((tmp_path / "repo" / "manifest.json").read_text())["models"][0]["artefact"]["gate"]
     assert (gate["passed"], gate["accepted_degraded"], gate["threshold"]) == (False, True, 0.9999999)
+
+
+def test_tensorrt_on_a_cpu_target_fails_before_torch_is_imported(tmp_path):
+    """The check needs only the plans, so the CLI must reach it without the export stack: the ConfigError (exit 2)
+    comes while torch is still absent from sys.modules, in a fresh interpreter."""
+    script = ("import sys\n"
+              "from exporter.cli import main\n"
+              f"code = main(['build', '--tensorrt', '--device', 'cpu', '--repository', {str(tmp_path / 'repo')!r}])\n"
+              "print(code, 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], (result.stdout, result.stderr)
+    assert "error: --tensorrt needs an NVIDIA GPU target; all-minilm-l6-v2 targets cpu" in result.stderr
+    assert not list(tmp_path.iterdir())
