@@ -156,7 +156,8 @@ def quantize_per_token(model: onnx.ModelProto, ranges: dict[str, np.ndarray],
         new_nodes += before.get(node.output[0], []) + replace.get(node.output[0], [node])
     del graph.node[:]
     graph.node.extend(new_nodes)
-    kept = [i for i in graph.initializer if i.name not in used or _still_read(i.name, new_nodes)]
+    read = {name for node in new_nodes for name in node.input}
+    kept = [i for i in graph.initializer if i.name not in used or i.name in read]
     del graph.initializer[:]
     graph.initializer.extend(kept + rewriter.initializers)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
@@ -167,7 +168,3 @@ def quantize_per_token(model: onnx.ModelProto, ranges: dict[str, np.ndarray],
 
 def _opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _still_read(name: str, nodes: list[onnx.NodeProto]) -> bool:
-    return any(name in node.input for node in nodes)

@@ -50,13 +50,12 @@ def calibration_texts() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def calibration_batches(job: BuildJob) -> Iterator[dict[str, np.ndarray]]:
-    """Token id batches of the calibration corpus, tokenized as the server will (the model's own tokenizer,
-    truncation at ``max_seq_length``)."""
+def calibration_batches(job: BuildJob, texts: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """Token id batches of ``texts``, tokenized as the server will (the model's own tokenizer, truncation at
+    ``max_seq_length``)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(job.spec.transformer_dir))
-    texts = calibration_texts()
     for start in range(0, len(texts), CALIBRATION_BATCH):
         feeds = tokenizer(texts[start:start + CALIBRATION_BATCH], padding=True, truncation=True,
                           max_length=job.spec.max_seq_length, return_tensors="np")
@@ -70,8 +69,9 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     result = RouteResult(files=[MODEL_FILE], fp32_bytes=0)
     raw = export_fp32(job, work / "raw.onnx", result)
     graph = optimize(job, raw, result, keep_projections=True).model
+    texts = calibration_texts()
     with result.timed("calibrate"):
-        ranges = smoothquant.activation_ranges(graph, calibration_batches(job))
+        ranges = smoothquant.activation_ranges(graph, calibration_batches(job, texts))
     smoothed = work / "per-token.onnx"
     with result.timed("quantize"), _root_logger_kept():
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -84,6 +84,6 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     smoothed.unlink()
     result.details["int8"] = {"matmul": f"per-token int8 (MatMulIntegerToFloat), SmoothQuant alpha "
                                         f"{smoothquant.ALPHA}, weights int8 per column",
-                              "calibration": f"{len(calibration_texts())} texts (data/calibration.txt)",
+                              "calibration": f"{len(texts)} texts (data/calibration.txt)",
                               "embeddings": "dynamic int8 per channel (Gather)"}
     return result
