@@ -22,6 +22,21 @@ DEVICE_FORMS = "auto, cpu, cuda, cuda:<major>.<minor> (e.g. cuda:8.0), rocm"
 _DEFAULT_CUDA_CAPABILITY = (8, 0)  # plain "cuda" means a current (Ampere+) NVIDIA GPU
 
 
+def _no_dynamic_int8(provider: str) -> str:
+    return (f"ONNX Runtime's {provider} provider has no dynamic-int8 kernels (MatMulIntegerToFloat, "
+            "DynamicQuantizeLinear): the int8 graph would run its matrix products on the host CPU")
+
+
+# Why a kind of target lacks a precision, where "the capability table says no" would hide the real cause. This table
+# is the one place for those facts: ``Device.supported`` drops every precision named here and the plan's fallback
+# line and WARNING quote the reason. The int8 route's graph (exporter/routes/int8.py) needs kernels only the CPU
+# provider has, so a GPU target would serve it with its matrix products on the host until a GPU int8 route exists.
+_MISSING: dict[str, dict[str, str]] = {
+    "cuda": {"int8": _no_dynamic_int8("CUDA")},
+    "rocm": {"int8": _no_dynamic_int8("ROCm")},
+}
+
+
 @dataclass(frozen=True)
 class Device:
     """A serving target: kind (cpu/cuda/rocm), NVIDIA compute capability, and a human name."""
@@ -43,7 +58,13 @@ class Device:
 
     @property
     def supported(self) -> tuple[str, ...]:
-        """Precisions this target can serve with this toolchain, best first."""
+        """Precisions this target can serve with this toolchain, best first: the capability table less ``_MISSING``."""
+        missing = _MISSING.get(self.kind, {})
+        return tuple(p for p in self._capable if p not in missing)
+
+    @property
+    def _capable(self) -> tuple[str, ...]:
+        """The guide's capability table plus this toolchain's extras, before what the runtime cannot serve."""
         if self.kind == "cpu":
             # Guide: fp32 recommended, fp16 supported. Toolchain extras: int8 (ORT CPU kernels) and int4
             # (bitsandbytes 0.50 runs NF4 on CPU). bf16 is not offered on CPU (falls back to fp32).
@@ -56,6 +77,10 @@ class Device:
         if major == 7:
             return ("fp32", "fp16", "int8", "int4")
         return ("fp32", "fp16")
+
+    def lacks(self, precision: str) -> str:
+        """Why this target cannot serve ``precision`` (the specific cause where one is known), for plan fallbacks."""
+        return _MISSING.get(self.kind, {}).get(precision, f"target {self.label} has no {precision}")
 
     @property
     def recommended(self) -> str:

@@ -164,8 +164,7 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
     # fallback when the target cannot run what was asked
     if chosen not in device.supported:
         fallback = device.recommended
-        msg = (f"{chosen} requested by {origin or decided_by} for {spec.model}; target {device.label} has no "
-               f"{chosen} -> {fallback}")
+        msg = f"{chosen} requested by {origin or decided_by} for {spec.model}; {device.lacks(chosen)} -> {fallback}"
         log.warning(msg)
         reasons.append(f"   fallback: {msg}")
         chosen = fallback

