@@ -7,6 +7,7 @@ import json
 import logging
 
 from .context import add_model_arguments, load_context
+from .cpu import INT8_KERNELS, cpu_info
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n{plan.name}:")
             for reason in plan.reasons:
                 print(f"  {reason}")
+            if args.why and plan.precision == "int8" and plan.device == "cpu":
+                print("\n".join(_int8_cpu_expectations()))
     return 0
+
+
+def _int8_cpu_expectations() -> list[str]:
+    """What an int8 plan on a CPU target will be worth depends on the CPU that serves it, not on the plan:
+    ONNX Runtime picks its int8 kernel by CPUID at run time. So list every kind, and mark this host's."""
+    host = cpu_info()
+    width = max(len(kind) for kind in INT8_KERNELS)
+    lines = ["  int8 speed by CPU kind (ONNX Runtime picks the kernel at run time):"]
+    for kind, kernel in INT8_KERNELS.items():
+        mark = f" (this host: {host.describe()})" if kind == host.int8_kind else ""
+        lines.append(f"    {kind.ljust(width)}  {kernel}{mark}")
+    return lines
 
 
 def _decider(plan) -> str:

@@ -1,4 +1,5 @@
-"""What the numbers were measured on: CPU, cores, RAM, load, library versions; and resident-memory probes.
+"""What the numbers were measured on: CPU and its int8 features, cores, RAM, load, library versions; and
+resident-memory probes.
 
 The load average is recorded at the start and the end of a run because on a shared machine it explains more
 of the spread than anything else.
@@ -15,21 +16,11 @@ from typing import Any, Iterable
 
 import psutil
 
+from exporter.cpu import cpu_info
+
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
              "tokenizers", "bitsandbytes", "tritonclient", "nvidia-pytriton", "numpy", "emb-provider")
 MIB = 1024 * 1024
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (falls back to platform.processor())."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def versions() -> dict[str, str]:
@@ -42,11 +33,15 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    """Host facts for the report header."""
+    """Host facts for the report header. The int8 features say which int8 kernel ONNX Runtime ran (see
+    exporter.cpu): without them an int8 figure cannot be compared with one from another CPU."""
+    cpu = cpu_info()
     return {
         "host": platform.node(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "cpu": cpu.model,
+        "int8_features": list(cpu.int8_features),
+        "int8_kind": cpu.int8_kind,
+        "cores": cpu.cores,
         "ram_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
         "os": platform.platform(),
         "python": platform.python_version(),

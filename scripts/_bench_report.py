@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from exporter.cpu import int8_expectation, int8_summary
+
 log = logging.getLogger("exporter.bench.report")
 
 SCHEMA = "emb-provider-benchmark/1"
@@ -53,13 +55,23 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}x"
 
 
+def _cpu_label(machine: dict[str, Any]) -> str:
+    """The CPU model with its int8 features and kind (they decide ONNX Runtime's int8 kernel, so every figure
+    names them); reports written before they were recorded show the model alone."""
+    if "int8_kind" not in machine:
+        return machine["cpu"]
+    return f"{machine['cpu']} ({int8_summary(machine['int8_features'], machine['int8_kind'])})"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The human report: machine, settings, targets, quality, in-process and served tables, the plot."""
     m, s = report["machine"], report["settings"]
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
     out = [f"# Benchmark: {report['model']} on {m['host']} ({report['created']})", "",
-           f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, Python {m['python']}",
+           f"- Machine: {_cpu_label(m)}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, "
+           f"Python {m['python']}",
            f"- Load average (1/5/15 min) at start {m['load_average_start']}, at end {m.get('load_average_end')}",
+           *([f"- int8 kernel on this CPU: {int8_expectation(m['int8_kind'])}"] if "int8_kind" in m else []),
            f"- Libraries: {libs}",
            f"- Mode: {report['mode']}; device {s['device']}; max_length {s['max_length']}; {s['repeats']} windows "
            f"of {s['window_s']} s per figure after {s['warmup_requests']} warm-up requests; served concurrency "
@@ -180,7 +192,7 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"{report['model']}, STS-B dev sentences, batch {report['settings']['batch_size']}, "
-                 f"{report['machine']['cpu']} x{report['machine']['cores']}", fontsize=10)
+                 f"{_cpu_label(report['machine'])} x{report['machine']['cores']}", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(SCRIPTS))
 from _bench_measure import Batches, Settings, measure, summarize, Window  # noqa: E402
 from _bench_report import check_report  # noqa: E402
 from _bench_workloads import load_tokenizer, make_batches, synthetic_texts  # noqa: E402
+from exporter.cpu import INT8_KERNELS, cpu_info  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,4 +122,7 @@ def test_quick_run_writes_a_well_formed_report(tmp_path):
     md = json_path.with_suffix(".md").read_text()
     assert "## In-process" in md and "## Served" in md and "| int8 |" in md
     assert ("PASS" in md) or ("FAIL" in md)
+    machine = report["machine"]  # the int8 figures mean little without the CPU's int8 kernel
+    assert machine["int8_kind"] in INT8_KERNELS and set(machine["int8_features"]) <= set(cpu_info().int8_features)
+    assert f"- Machine: {machine['cpu']} (int8: " in md and f"-> {machine['int8_kind']}), " in md
     assert json_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

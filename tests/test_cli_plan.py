@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from exporter.cpu import INT8_KERNELS, cpu_info
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -59,3 +61,21 @@ def test_bad_configuration_exits_2_with_message():
 def test_debug_level_logs_decision():
     out = run_cli("--device", "cpu", "--log-level", "DEBUG")
     assert "chosen precision: fp32" in out.stderr and "native precision:" in out.stderr
+
+
+def test_why_on_int8_cpu_plan_lists_int8_speed_by_cpu_kind():
+    out = run_cli("--why", "--precision", "int8", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    block = out.stdout.split("int8 speed by CPU kind (ONNX Runtime picks the kernel at run time):\n", 1)[1]
+    lines = block.splitlines()[:len(INT8_KERNELS)]
+    assert [line.split()[0] for line in lines] == list(INT8_KERNELS)
+    host = cpu_info()
+    [marked] = [line for line in lines if "(this host:" in line]
+    assert marked.split()[0] == host.int8_kind and marked.endswith(f"(this host: {host.describe()})")
+    assert INT8_KERNELS[host.int8_kind] in marked
+
+
+def test_why_adds_no_int8_block_to_fp32_or_json():
+    assert "int8 speed by CPU kind" not in run_cli("--why", "--device", "cpu").stdout
+    out = run_cli("--why", "--json", "--precision", "int8", "--device", "cpu")
+    assert "int8 speed by CPU kind" not in out.stdout and json.loads(out.stdout)[0]["precision"] == "int8"
