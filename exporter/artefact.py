@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .atomic import remove_stale_staging, staging_name, swap_in
+from .cpu import cpu_info
 from .errors import ConfigError, ModelError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .options import ExportOptions
@@ -146,4 +147,5 @@ def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate
         "timings": result.timings,
         "versions": _versions(),
         "device": plan.device,
+        "cpu": cpu_info().to_dict(),  # where the gate and timings ran: int8 numerics and speed depend on it
     }

@@ -16,6 +16,15 @@ ONNX ops around ONNX Runtime's ``MatMulIntegerToFloat`` kernel (the same int8 GE
   a vector is the same whatever it is batched with.
 * weights: symmetric int8 per output column; ``MatMulIntegerToFloat`` applies the column scales in the GEMM's
   output stage, and one ``Mul`` applies the row scales.
+* the same vectors on every CPU: ONNX Runtime picks its u8 x s8 GEMM by CPUID. VNNI, AMX and ARM64 kernels sum in
+  int32, exactly; x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) use ``vpmaddubsw``, which adds each adjacent
+  pair of products along K in int16 *with saturation*. With uint8 activations up to 255, a pair saturates once
+  ``|w_2i| + |w_2i+1| > 128``. Each column's scale is therefore set so that every adjacent pair of its int8
+  weights sums to at most :data:`PAIR_BUDGET` in magnitude (``255 * 128 = 32640 <= 32767``): the GEMM is exact
+  on every kernel, and the fast u8 x s8 path stays (u8 x u8, the other exact option, runs at ~0.57x on VNNI
+  with onnxruntime 1.32). Plain 7-bit weights (``reduce_range``) are exact too but miss the 0.99 gate; the pair
+  budget keeps a single large weight at up to 127 steps when its neighbour is small (docs/quality.md).
+  :func:`saturating_gemms` checks the rule on any graph.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ log = logging.getLogger(__name__)
 
 ALPHA = 0.6  # measured on all-MiniLM-L6-v2: 0.5 -> min cos 0.988, 0.6/0.7 -> 0.994, 0.8 -> 0.914 (docs/quality.md)
 _FLOOR = 1e-5  # channel maxima below this are treated as this (dead channels must not blow up 1/s)
+INT16_MAX = 32767
+UINT8_MAX = 255
+PAIR_BUDGET = INT16_MAX // UINT8_MAX  # 128: the largest |w_2i| + |w_2i+1| no uint8 activation pair can saturate
+INTEGER_GEMMS = ("MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeMatMul")  # their B input is index 1
 _SHARED = {"one": np.array(1.0, np.float32), "inv127": np.array(1 / 127.0, np.float32),
            "eps": np.array(1e-12, np.float32), "zp": np.array(128, np.uint8)}
 
@@ -87,10 +100,45 @@ def smoothing_scales(act_max: np.ndarray, weights: list[np.ndarray], alpha: floa
     return (np.maximum(act_max, _FLOOR) ** alpha / np.maximum(w_max, _FLOOR) ** (1 - alpha)).astype(np.float32)
 
 
+def pair_sums(weight: np.ndarray) -> np.ndarray:
+    """``|w[2i, n]| + |w[2i+1, n]|`` for every adjacent pair of rows (an odd last row pairs with the kernels' zero
+    padding), as int64 for integer matrices."""
+    magnitude = np.abs(weight.astype(np.int64) if weight.dtype.kind in "iu" else weight)
+    if magnitude.shape[0] % 2:
+        magnitude = np.concatenate([magnitude, np.zeros_like(magnitude[:1])])
+    return magnitude[0::2] + magnitude[1::2]
+
+
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output column: (int8 matrix, float32 column scales)."""
-    scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0).astype(np.float32)
+    """Symmetric int8 per output column whose adjacent pairs fit :data:`PAIR_BUDGET`: (int8 matrix, float32
+    column scales). Scaling the largest pair sum to ``PAIR_BUDGET - 1`` leaves room for rounding both up."""
+    scale = (np.maximum(pair_sums(weight).max(axis=0), 1e-12) / (PAIR_BUDGET - 1)).astype(np.float32)
     return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale
+
+
+def saturating_gemms(model: onnx.ModelProto) -> list[str]:
+    """Integer GEMMs of ``model`` whose result could differ between CPUs, each as a line naming the node and why.
+
+    The activations are taken to be uint8, as ONNX Runtime's dynamic quantizers and this module make them. A
+    GEMM is safe when its constant B is uint8 (the u8 x u8 kernels widen to 16 bits before multiplying) or int8
+    with every adjacent pair within :data:`PAIR_BUDGET`. A B that is not a constant is reported, since its worst
+    case cannot be bounded from the graph."""
+    weights = {i.name: i for i in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in INTEGER_GEMMS:
+            continue
+        if node.input[1] not in weights:
+            found.append(f"{node.name or node.output[0]}: B ({node.input[1]}) is not a constant")
+            continue
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        if weight.dtype == np.uint8:
+            continue
+        worst = int(pair_sums(weight).max()) if weight.size else 0
+        if weight.dtype != np.int8 or worst > PAIR_BUDGET:
+            found.append(f"{node.name or node.output[0]}: {weight.dtype} weights, largest adjacent pair "
+                         f"|w_2i|+|w_2i+1| = {worst} > {PAIR_BUDGET} (x 255 overflows int16 on AVX2)")
+    return found
 
 
 class _Rewriter:

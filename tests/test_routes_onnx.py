@@ -8,12 +8,16 @@ import hashlib
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from exporter.artefact import ExportOptions, export_artefact
+from exporter.cpu import cpu_info
 from exporter.runtime.onnx_encoder import OnnxEncoder
+from exporter.smoothquant import saturating_gemms
 from exporter.verify import cosines, encode
 
 from export_helpers import bundled_dir, plan_for, read_report
+from int8_kernels import gemm_exact, gemm_pairs_saturated, integer_gemm_operands
 
 pytestmark = pytest.mark.slow
 # fp32 is gated on the whole verification set; the derived routes on a spread subset (time on 2 cores)
@@ -70,7 +74,8 @@ def test_report_contents(artefacts, precision):
     assert 0 < report["size_ratio_vs_fp32"] <= MAX_SIZE_RATIO[precision]
     assert {"export", "gate", "total"} <= set(report["timings"])
     assert {"onnxruntime", "torch", "transformers", "sentence-transformers"} <= set(report["versions"])
-    assert report["device"] == "cuda:8.0"
+    assert report["device"] == ("cpu" if precision == "int8" else "cuda:8.0")  # int8 is a CPU route
+    assert report["cpu"] == cpu_info().to_dict() and report["cpu"]["int8_kind"]  # the gate's CPU, named
     assert sorted(p.name for p in path.iterdir()) == ["model.onnx", "report.json", "tokenizer"]
 
 
@@ -138,6 +143,51 @@ def test_int8_vectors_do_not_depend_on_batch_neighbours(artefacts):
     batched = encode(encoder, tokenizer_dir, texts, 256, batch=3)
     single = np.concatenate([encode(encoder, tokenizer_dir, [t], 256) for t in texts])
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+# inputs whose activations reach the ends of the uint8 range (they saturated the old graph on AVX2 CPUs)
+HARD_TEXTS = ["ISBN 978-3-16-148410-0", "?", "a" * 400, "Visit https://example.org/docs/v2/index.html?lang=en"]
+
+
+def test_int8_gemms_are_exact_on_every_cpu(artefacts):
+    # the graph invariant: every adjacent weight pair within 128, so 255 x 128 never overflows int16
+    model = onnx.load(str(artefacts["int8"] / "model.onnx"))
+    assert saturating_gemms(model) == []
+    assert read_report(artefacts["int8"])["route_details"]["int8"]["saturating_gemms"] == 0
+    # and its consequence, on this CPU whatever it is: the AVX2 kernel's arithmetic, modelled in numpy, gives
+    # every GEMM's exact sums on the real activations of hard inputs
+    feeds = _token_feeds(artefacts["int8"], HARD_TEXTS)
+    operands = integer_gemm_operands(model, feeds)
+    assert len(operands) == 36
+    for name, a, b in operands:
+        np.testing.assert_array_equal(gemm_pairs_saturated(a, b), gemm_exact(a, b), err_msg=name)
+
+
+def test_the_saturation_check_fails_the_full_range_recipe(artefacts):
+    # the recipe before the fix: weights scaled to +-127 per column. Same activations, same float weights: the
+    # model of the AVX2 kernel must see overflowing pairs, and the graph check must name the GEMMs
+    model = onnx.load(str(artefacts["int8"] / "model.onnx"))
+    operands = integer_gemm_operands(model, _token_feeds(artefacts["int8"], HARD_TEXTS))
+    scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    gemms = {n.name: n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"}
+    differs = 0
+    for name, a, b in operands:
+        float_weight = b.astype(np.float32) * scales[gemms[name].input[3]]
+        full = np.clip(np.round(float_weight / (np.abs(float_weight).max(axis=0) / 127)), -127, 127)
+        full = full.astype(np.int8)
+        differs += not np.array_equal(gemm_pairs_saturated(a, full), gemm_exact(a, full))
+        model.graph.initializer.append(numpy_helper.from_array(full, gemms[name].input[1] + "_full"))
+        gemms[name].input[1] += "_full"
+    assert differs >= 1
+    assert len(saturating_gemms(model)) == 36
+
+
+def _token_feeds(artefact, texts: list[str]) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(artefact / "tokenizer"))
+    feeds = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="np")
+    return {k: np.asarray(v, np.int64) for k, v in feeds.items()}
 
 
 def test_unfused_attention_is_a_warning(caplog):

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.smoothquant import (activation_ranges, quantize_per_token, quantize_weight, smoothing_scales,
-                                  weight_matmul_groups)
+from exporter.smoothquant import (PAIR_BUDGET, activation_ranges, pair_sums, quantize_per_token, quantize_weight,
+                                  saturating_gemms, smoothing_scales, weight_matmul_groups)
 
 RNG = np.random.default_rng(0)
 K, N = 32, 24
@@ -106,9 +106,34 @@ def test_smoothing_scales_follow_the_formula():
     np.testing.assert_allclose(s, [np.sqrt(100 / 2), np.sqrt(1 / 4), np.sqrt(1e-5 / 1)], rtol=1e-5)
 
 
-def test_weight_quantization_is_symmetric_per_column():
-    w = np.array([[1.0, -0.5], [-2.0, 0.25]], np.float32)
+def test_weight_quantization_is_symmetric_per_column_within_the_pair_budget():
+    # column 0: the largest pair is rows 0+1 (3.0); column 1: the odd last row pairs with padding (0.25)
+    w = np.array([[1.0, -0.5], [-2.0, 0.1], [0.5, 0.1], [0.0, 0.0], [0.1, 0.25]], np.float32)
     q, scale = quantize_weight(w)
-    assert q.dtype == np.int8 and np.abs(q).max() == 127
-    np.testing.assert_allclose(scale, [2 / 127, 0.5 / 127])
+    assert q.dtype == np.int8
+    np.testing.assert_allclose(scale, [3.0 / 127, 0.6 / 127])
     np.testing.assert_allclose(q * scale, w, atol=scale.max() / 2)
+    assert pair_sums(q).max() <= PAIR_BUDGET == 128
+
+
+def test_a_large_weight_beside_small_ones_keeps_almost_eight_bits():
+    w = RNG.normal(0, 0.05, (64, 8)).astype(np.float32)
+    w[10, :] = 1.0  # one outlier row: its pair partner is small, so it may use ~127 steps, not 64 (reduce_range)
+    q, _ = quantize_weight(w)
+    assert np.abs(q[10]).min() >= 110
+    random = RNG.normal(0, 1, (384, 384)).astype(np.float32)
+    assert pair_sums(quantize_weight(random)[0]).max() <= PAIR_BUDGET
+
+
+def test_saturating_gemms_names_full_range_weights(rewritten):
+    _, quantized = rewritten
+    assert saturating_gemms(quantized) == []
+    tampered = onnx.ModelProto()
+    tampered.CopyFrom(quantized)
+    gemm = next(n for n in tampered.graph.node if n.op_type == "MatMulIntegerToFloat")
+    weight = next(i for i in tampered.graph.initializer if i.name == gemm.input[1])
+    full = numpy_helper.to_array(weight).copy()
+    full[0:2, 0] = 127  # one pair of two full-scale weights: 255 * 254 > 32767
+    weight.CopyFrom(numpy_helper.from_array(full, weight.name))
+    found = saturating_gemms(tampered)
+    assert len(found) == 1 and gemm.name in found[0] and "254 > 128" in found[0]
