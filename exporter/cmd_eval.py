@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .context import add_model_arguments, load_context
+from .cpu import CpuInfo, cpu_info
 from .errors import ModelError
 from .precisions import PRECISIONS, route_for
 from .stsb import load_stsb, row, spearman, timed_vectors
@@ -76,14 +77,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                             gate={k: gate[k] for k in ("statistic", "threshold", "passed", "min_cosine",
                                                        "mean_cosine", "p1", "sentences")},
                             build_s=report["timings"]["total"], encode_s=round(seconds, 1)))
-    return {"model": base.model, "pairs": len(pairs.gold), "sentences": len(sentences),
+    return {"model": base.model, "pairs": len(pairs.gold), "sentences": len(sentences), "cpu": cpu_info().to_dict(),
             "reference": {"spearman": round(ref_spearman, 4), "encode_s": round(ref_seconds, 1)}, "rows": rows}
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The results as a markdown table."""
     lines = [f"Model `{result['model']}`, STS-B {result['pairs']} pairs ({result['sentences']} sentences); "
-             f"sentence-transformers fp32 reference Spearman **{result['reference']['spearman']:.4f}**.", "",
+             f"sentence-transformers fp32 reference Spearman **{result['reference']['spearman']:.4f}**. "
+             f"Measured on {CpuInfo.from_dict(result['cpu']).describe()}.", "",
              "| precision | route | size vs fp32 | Spearman | Δ ref | target | meets | STS cos min / p1 / mean | "
              "gate (verification set) | build s | STS encode s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -30,7 +30,8 @@ _ARM = "SDOT/UDOT or I8MM (or NEON widening), exact int32 sums; speed not measur
 
 # Best first, as ``exporter plan --why`` lists them.
 INT8_KERNELS: dict[Int8Kind, str] = {
-    "amx": "AMX tdpbusd, exact int32 sums; speed not measured here",
+    "amx": ("AMX tdpbusd, exact int32 sums; int8 in-process 2.6x sentence-transformers fp32 at 2 threads, 1.55x at "
+            "16 (measured on a Xeon with AMX)"),
     "avx512_vnni": _VNNI,
     "avx_vnni": _VNNI,
     "avx512": _NO_VNNI,
@@ -66,6 +67,11 @@ class CpuInfo:
         """JSON-ready (features as a list, so the dict survives a JSON round trip unchanged)."""
         return {"model": self.model, "machine": self.machine, "cores": self.cores,
                 "int8_features": list(self.int8_features), "int8_kind": self.int8_kind}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CpuInfo":
+        """The inverse of :meth:`to_dict` (reports store the CPU as JSON)."""
+        return cls(**{**data, "int8_features": tuple(data["int8_features"])})
 
     def describe(self) -> str:
         """One line for logs and report headers, e.g. ``AMD EPYC (x86_64, 2 cores; int8: avx2 ... -> avx2)``."""

@@ -16,9 +16,11 @@ served on (docs/quality.md, "int8 on every CPU"). Two steps, run with the projec
 2. anywhere::
 
        python scripts/int8_portability.py compare cpuA.npz cpuB.npz --model MODEL_DIR --stsb sts-dev.csv
+           [--write docs/benchmarks/NAME]
 
-   prints the cosine between the machines' vectors (min, mean, count below 0.9999) and each machine's cosine to
-   sentence-transformers fp32 and STS-B Spearman.
+   prints the cosine between the first run's vectors and each other's (min, mean, count below 0.9999) and each run's
+   cosine to sentence-transformers fp32 and STS-B Spearman; ``--write`` also saves NAME.json and a NAME.png bar
+   chart of each run's texts/s.
 """
 
 from __future__ import annotations
@@ -120,13 +122,42 @@ def compare(args: argparse.Namespace) -> int:
                                               "p1": round(float(np.percentile(cos, 1)), 4)}
             if name == "stsb":
                 row[f"machine{index}_spearman"] = round(spearman(pairs, dict(zip(sentences, run[name]))), 4)
-        if len(runs) == 2:
-            across = cosines(runs[0][name], runs[1][name])
-            row["across_machines"] = {"min": round(float(across.min()), 6), "mean": round(float(across.mean()), 6),
-                                      "below_0.9999": int((across < 0.9999).sum())}
+        for index, run in enumerate(runs[1:], start=1):
+            across = cosines(runs[0][name], run[name])
+            row[f"machine{index}_vs_machine0"] = {"min": round(float(across.min()), 6),
+                                                  "mean": round(float(across.mean()), 6),
+                                                  "below_0.9999": int((across < 0.9999).sum())}
         report["sets"][name] = row
     print(json.dumps(report, indent=2))
+    if args.write:
+        Path(f"{args.write}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        _plot(report["machines"], Path(f"{args.write}.png"))
     return 0
+
+
+def _plot(machines: list[dict], path: Path) -> None:
+    """Bars of texts/s per run: the int8 graph and, where measured, sentence-transformers fp32 beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, int8, baseline = [], [], []
+    for run in machines:
+        labels.append(f"{run['cpu']['model']}\n{run['cpu']['int8_kind']}, {run['threads']} thr, {run['graph']}")
+        int8.append(run["int8_texts_per_s"])
+        baseline.append(run.get("st_fp32_texts_per_s", 0))
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(2.2 * len(labels) + 2, 4.5))
+    ax.bar(x - 0.2, baseline, 0.4, label="sentence-transformers fp32")
+    ax.bar(x + 0.2, int8, 0.4, label="int8 (ONNX Runtime)")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("texts/s (STS-B dev, batch 64)")
+    ax.set_title("int8 in-process by CPU kind")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--model", required=True, help="sentence-transformers model dir (the fp32 reference)")
     cmp.add_argument("--stsb", required=True)
     cmp.add_argument("--max-length", type=int, default=256)
+    cmp.add_argument("--write", help="also write WRITE.json and WRITE.png")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return measure(args) if args.command == "measure" else compare(args)

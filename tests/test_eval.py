@@ -9,6 +9,7 @@ import pytest
 
 from exporter.cli import main
 from exporter.cmd_eval import BEGIN, END, write_docs
+from exporter.cpu import cpu_info
 from exporter.errors import ConfigError
 from exporter.stsb import load_stsb, row
 
@@ -63,3 +64,5 @@ def test_eval_fp32_on_dev_pairs(tmp_path, capsys):
     assert fp32["precision"] == "fp32" and fp32["meets_target"] and abs(fp32["delta"]) <= 0.001
     assert fp32["sts_cosine"]["min"] >= 0.9999 and fp32["gate"]["passed"]
     assert "| fp32 | onnx-fp32 |" in doc.read_text(encoding="utf-8")
+    assert result["cpu"] == cpu_info().to_dict()  # every figure names its CPU and int8 features
+    assert f"Measured on {cpu_info().describe()}." in doc.read_text(encoding="utf-8")
