@@ -22,8 +22,8 @@ X86_INT8_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "
 ARM_INT8_FEATURES = ("asimddp", "i8mm")
 ARM_MACHINES = ("aarch64", "arm64")
 
-_VNNI = ("VNNI vpdpbusd, exact; int8 served ~2x sentence-transformers fp32 (measured 1.9-2.3x on a 2-core "
-         "AVX-512 VNNI EPYC)")
+_VNNI = ("VNNI vpdpbusd, exact; int8 served ~2x sentence-transformers fp32 (measured 1.75-2.26x, median 2.0x, "
+         "on a 2-core AVX-512 VNNI EPYC)")
 _NO_VNNI = ("vpmaddubsw, 16-bit pair sums; our int8 graphs keep every pair within int16 so results are exact, but "
             "the GEMMs gain little: expect ~1.1-1.3x fp32 in-process (measured 1.19-1.32x on an AVX2-only EPYC)")
 _ARM = "SDOT/UDOT or I8MM (or NEON widening), exact int32 sums; speed not measured here"
