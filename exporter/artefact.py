@@ -1,6 +1,6 @@
 """The public entry point: build, verify and publish one artefact directory per plan.
 
-``export_artefact(plan, model_dir, out_root, options)`` runs the plan's route (:mod:`exporter.routes`), copies
+``export_artefact(plan, model_dir, out_root, options)`` runs the plan's build (:mod:`exporter.precisions`), copies
 the tokenizer, runs the quality gate through the artefact's own runtime loader, writes ``report.json`` and then
 publishes ``out_root/<plan.name>/`` atomically: everything is written to a temporary directory beside it and
 renamed into place only when complete, so a failed or interrupted build never leaves a half-written artefact
@@ -20,7 +20,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .atomic import remove_stale_staging, staging_name, swap_in
 from .cpu import cpu_info
@@ -28,9 +28,8 @@ from .errors import ConfigError, ModelError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .options import ExportOptions
 from .plan import Plan
-from .routes import ROUTE_BUILDERS, BuildJob, RouteResult
-from .runtime.onnx_encoder import OnnxEncoder
-from .runtime.torch_encoder import TorchEncoder
+from .precisions import PRECISIONS, BuildJob, RouteResult
+from .triton_config import runtime_class
 from .verification_set import verification_sentences
 from .verify import ExportError, GateError, GateResult, gate_statistic, reference_embeddings, run_gate
 
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
 TOKENIZER_DIR = "tokenizer"
-RUNTIMES: dict[str, Callable[[str], Any]] = {"onnx": OnnxEncoder, "torch": TorchEncoder}
 _VERSIONED = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "bitsandbytes",
               "tokenizers", "safetensors", "emb-provider")
 
@@ -51,9 +49,10 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     Raises :class:`GateError` when the gate fails (unless ``options.accept_degraded``), :class:`ExportError`
     for a route this build cannot make, :class:`~exporter.errors.ModelError` for an unusable model directory.
     """
-    builder = ROUTE_BUILDERS.get(plan.route)
+    builders = {p.route: p.build for p in PRECISIONS.values()}
+    builder = builders.get(plan.route)
     if builder is None:
-        raise ExportError(f"route {plan.route!r} has no builder; available: {', '.join(sorted(ROUTE_BUILDERS))}")
+        raise ExportError(f"route {plan.route!r} has no builder; available: {', '.join(sorted(builders))}")
     started = time.perf_counter()
     spec = read_encoder_spec(Path(model_dir), plan.max_length)
     out_root = Path(out_root)
@@ -86,7 +85,7 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
 def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions) -> GateResult:
     sentences = verification_sentences(options.verification_limit)
     reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, options.trust_remote_code)
-    encoder = RUNTIMES[plan.runtime](str(work))
+    encoder = runtime_class(plan.runtime)(str(work))
     return run_gate(encoder, work / TOKENIZER_DIR, reference, sentences, spec.max_seq_length,
                     options.threshold(plan.precision), statistic=gate_statistic(plan.precision),
                     accept_degraded=options.accept_degraded,

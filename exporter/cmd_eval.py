@@ -1,8 +1,9 @@
 """``exporter eval``: STS-B Spearman per precision, in-process, next to the sentence-transformers fp32 reference.
 
-Every route is built and measured on this host regardless of the serving target (it is a quality measurement,
-not a deployment): each artefact is exported with its gate (failures are recorded, not fatal) and the STS-B
-sentences are embedded through the artefact's own runtime loader.
+Every precision is built and measured on this host regardless of the serving target (it is a quality
+measurement, not a deployment: :func:`exporter.plan.resolve_as` gives each one a plan whose reasons say so): each
+artefact is exported with its gate (failures are recorded, not fatal) and the STS-B sentences are embedded through
+the artefact's own runtime loader.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import numpy as np
 from .context import add_model_arguments, load_context
 from .cpu import CpuInfo, cpu_info
 from .errors import ModelError
-from .precisions import PRECISIONS, route_for
+from .models import native_dtype
+from .plan import resolve_as
+from .precisions import NAMES
 from .stsb import load_stsb, row, spearman, timed_vectors
 
 BEGIN, END = "<!-- stsb-table:begin -->", "<!-- stsb-table:end -->"
@@ -28,7 +31,7 @@ BEGIN, END = "<!-- stsb-table:begin -->", "<!-- stsb-table:end -->"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, precision=False)
     parser.add_argument("--stsb", required=True, metavar="PATH", help="STS-B tab-separated file (e.g. sts-dev.csv)")
-    parser.add_argument("--precision", dest="precisions", action="append", choices=PRECISIONS,
+    parser.add_argument("--precision", dest="precisions", action="append", choices=NAMES,
                         help="precision to evaluate (repeatable; default: all)")
     parser.add_argument("--pairs", type=int, metavar="N", help="use the first N pairs only")
     parser.add_argument("--out", metavar="DIR", help="keep the artefacts here (default: a temporary directory)")
@@ -39,25 +42,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Build each precision, embed STS-B through its runtime, and compare with the reference."""
-    from .artefact import RUNTIMES, ExportOptions, export_artefact
+    from .artefact import ExportOptions, export_artefact
+    from .triton_config import runtime_class
     from .verify import cosines, encode, reference_embeddings
 
     pairs = load_stsb(Path(args.stsb), args.pairs)
     ctx = load_context(args)
-    base = ctx.plans[0]
-    model_dir = ctx.model_dirs[base.model]
+    spec = ctx.specs[0]
+    model_dir = ctx.model_dirs[spec.model]
     if isinstance(model_dir, ModelError):
         raise model_dir
+    native = native_dtype(model_dir)
     sentences = pairs.sentences
     options = ExportOptions(accept_degraded=True, verification_limit=args.verification_limit)
     rows = []
     with tempfile.TemporaryDirectory(prefix="emb-eval-") as scratch:
         out = Path(args.out or scratch)
         reference = ref_seconds = ref_spearman = None
-        for precision in args.precisions or list(PRECISIONS):
-            route = route_for(precision)
-            plan = dataclasses.replace(base, name=f"{base.name}-{precision}", precision=precision,
-                                       route=route.name, runtime=route.runtime)
+        for precision in args.precisions or list(NAMES):
+            plan = resolve_as(dataclasses.replace(spec, name=f"{spec.name}-{precision}"), ctx.config, ctx.device,
+                              precision, native, by="exporter eval")
             path = export_artefact(plan, Path(str(model_dir)), out, options)
             report = json.loads((path / "report.json").read_text(encoding="utf-8"))
             max_len = report["max_seq_length"]
@@ -65,11 +69,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 reference, ref_seconds = timed_vectors(
                     lambda s: reference_embeddings(Path(str(model_dir)), s, max_len), sentences)
                 ref_spearman = spearman(pairs, reference)
-            encoder = RUNTIMES[route.runtime](str(path))
+            encoder = runtime_class(plan.runtime)(str(path))
             vectors, seconds = timed_vectors(lambda s: encode(encoder, path / "tokenizer", s, max_len), sentences)
             cos = cosines(np.stack([vectors[s] for s in sentences]), np.stack([reference[s] for s in sentences]))
             gate = report["gate"]
-            rows.append(row(precision, spearman(pairs, vectors), ref_spearman, route=route.name,
+            rows.append(row(precision, spearman(pairs, vectors), ref_spearman, route=plan.route,
                             size_ratio=report["size_ratio_vs_fp32"],
                             sts_cosine={"min": round(float(cos.min()), 4),
                                         "p1": round(float(np.percentile(cos, 1)), 4),
@@ -77,7 +81,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                             gate={k: gate[k] for k in ("statistic", "threshold", "passed", "min_cosine",
                                                        "mean_cosine", "p1", "sentences")},
                             build_s=report["timings"]["total"], encode_s=round(seconds, 1)))
-    return {"model": base.model, "pairs": len(pairs.gold), "sentences": len(sentences), "cpu": cpu_info().to_dict(),
+    return {"model": spec.model, "pairs": len(pairs.gold), "sentences": len(sentences), "cpu": cpu_info().to_dict(),
             "reference": {"spearman": round(ref_spearman, 4), "encode_s": round(ref_seconds, 1)}, "rows": rows}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from .context import add_model_arguments, load_context
 from .errors import ConfigError, ModelError
 from .options import ExportOptions
-from .precisions import PRECISIONS
+from .precisions import NAMES
 
 DEFAULT_OUT = "artefacts"
 
@@ -51,9 +51,9 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
     thresholds = {}
     for item in items:
         precision, sep, value = item.partition("=")
-        if not sep or precision not in PRECISIONS:
+        if not sep or precision not in NAMES:
             raise ConfigError(f"--min-cosine {item!r}: expected PRECISION=VALUE with PRECISION one of "
-                              f"{', '.join(PRECISIONS)}")
+                              f"{', '.join(NAMES)}")
         try:
             number = float(value)
         except ValueError:

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "configure_logging", "parse_bool", "parse_overrides", "parse_precision"]
-from .precisions import PRECISIONS, QUANTIZED
+from .precisions import NAMES, QUANTIZATION_METHODS
 
 PREFIX = "EMB_PROVIDER_"
-PRECISION_CHOICES: tuple[str, ...] = ("auto",) + PRECISIONS
-QUANTIZATION_METHODS: tuple[str, ...] = tuple(sorted(QUANTIZED))
+PRECISION_CHOICES: tuple[str, ...] = ("auto",) + NAMES
+QUANTIZATION_CHOICES: tuple[str, ...] = tuple(sorted(QUANTIZATION_METHODS))
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -93,9 +93,10 @@ class Config:
     def _check_quantization_consistency(self) -> None:
         if "ENABLE_QUANTIZATION" not in self.explicit or self.enable_quantization:
             return
-        asked = [f"{PREFIX}MODEL_PRECISION={self.model_precision}"] if self.model_precision in QUANTIZED else []
+        asked = ([f"{PREFIX}MODEL_PRECISION={self.model_precision}"]
+                 if self.model_precision in QUANTIZATION_METHODS else [])
         asked += [f"{PREFIX}MODEL_PRECISION_OVERRIDES[{k!r}]={v}"
-                  for k, v in self.model_precision_overrides.items() if v in QUANTIZED]
+                  for k, v in self.model_precision_overrides.items() if v in QUANTIZATION_METHODS]
         if asked:
             raise ConfigError(
                 f"{PREFIX}ENABLE_QUANTIZATION=false contradicts {', '.join(asked)}: "
@@ -112,7 +113,7 @@ class Config:
             "MODEL_PRECISION": ("model_precision", parse_precision),
             "ENABLE_QUANTIZATION": ("enable_quantization", parse_bool),
             "QUANTIZATION_METHOD": ("quantization_method",
-                                    lambda var, raw: _choice(var, raw, QUANTIZATION_METHODS)),
+                                    lambda var, raw: _choice(var, raw, QUANTIZATION_CHOICES)),
             "ENABLE_GPU_MEMORY_OPTIMIZATION": ("enable_gpu_memory_optimization", parse_bool),
             "MODEL_PRECISION_OVERRIDES": ("model_precision_overrides", parse_overrides),
             "LOG_LEVEL": ("log_level", lambda var, raw: _choice(var, raw, LOG_LEVELS, upper=True)),

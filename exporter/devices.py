@@ -1,9 +1,13 @@
-"""Serving targets and what each can run: the precision guide's capability table plus this toolchain's extras.
+"""Serving targets: parsing, host detection, and what each can run.
 
 The target is usually *not* this host (building on a CPU box for a GPU server is the normal case), so a target is
 parsed from ``EMB_PROVIDER_DEVICE`` / ``--device`` (``cpu``, ``cuda``, ``cuda:8.0``, ``rocm``) and detected from the
 host only for ``auto``. Detection never requires a GPU library: it asks ``nvidia-smi`` / ``rocm-smi`` if present,
 then torch if importable, and falls back to CPU.
+
+Which precisions a target runs is declared by each precision (``supported_on`` in :mod:`exporter.precisions`,
+the precision guide's capability table plus this toolchain's extras, with the specific reason where a target
+lacks one); :attr:`Device.supported` and :meth:`Device.lacks` ask the registry.
 """
 
 from __future__ import annotations
@@ -15,26 +19,13 @@ import subprocess
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .precisions import PRECISIONS
+from .precisions.base import not_on
 
 log = logging.getLogger(__name__)
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:<major>.<minor> (e.g. cuda:8.0), rocm"
 _DEFAULT_CUDA_CAPABILITY = (8, 0)  # plain "cuda" means a current (Ampere+) NVIDIA GPU
-
-
-def _no_dynamic_int8(provider: str) -> str:
-    return (f"ONNX Runtime's {provider} provider has no dynamic-int8 kernels (MatMulIntegerToFloat, "
-            "DynamicQuantizeLinear): the int8 graph would run its matrix products on the host CPU")
-
-
-# Why a kind of target lacks a precision, where "the capability table says no" would hide the real cause. This table
-# is the one place for those facts: ``Device.supported`` drops every precision named here and the plan's fallback
-# line and WARNING quote the reason. The int8 route's graph (exporter/routes/int8.py) needs kernels only the CPU
-# provider has, so a GPU target would serve it with its matrix products on the host until a GPU int8 route exists.
-_MISSING: dict[str, dict[str, str]] = {
-    "cuda": {"int8": _no_dynamic_int8("CUDA")},
-    "rocm": {"int8": _no_dynamic_int8("ROCm")},
-}
 
 
 @dataclass(frozen=True)
@@ -57,30 +48,19 @@ class Device:
         return self.kind in ("cuda", "rocm")
 
     @property
-    def supported(self) -> tuple[str, ...]:
-        """Precisions this target can serve with this toolchain, best first: the capability table less ``_MISSING``."""
-        missing = _MISSING.get(self.kind, {})
-        return tuple(p for p in self._capable if p not in missing)
+    def cuda_capability(self) -> tuple[int, int] | None:
+        """The NVIDIA compute capability (plain ``cuda`` means a current, Ampere+ GPU); None for other kinds."""
+        return (self.capability or _DEFAULT_CUDA_CAPABILITY) if self.kind == "cuda" else None
 
     @property
-    def _capable(self) -> tuple[str, ...]:
-        """The guide's capability table plus this toolchain's extras, before what the runtime cannot serve."""
-        if self.kind == "cpu":
-            # Guide: fp32 recommended, fp16 supported. Toolchain extras: int8 (ORT CPU kernels) and int4
-            # (bitsandbytes 0.50 runs NF4 on CPU). bf16 is not offered on CPU (falls back to fp32).
-            return ("fp32", "fp16", "int8", "int4")
-        if self.kind == "rocm":
-            return ("fp32", "fp16")
-        major = (self.capability or _DEFAULT_CUDA_CAPABILITY)[0]
-        if major >= 8:
-            return ("fp32", "fp16", "bf16", "int8", "int4")
-        if major == 7:
-            return ("fp32", "fp16", "int8", "int4")
-        return ("fp32", "fp16")
+    def supported(self) -> tuple[str, ...]:
+        """Precisions this target can serve with this toolchain, best first (each precision's ``supported_on``)."""
+        return tuple(name for name, p in PRECISIONS.items() if p.supported_on(self) is None)
 
     def lacks(self, precision: str) -> str:
         """Why this target cannot serve ``precision`` (the specific cause where one is known), for plan fallbacks."""
-        return _MISSING.get(self.kind, {}).get(precision, f"target {self.label} has no {precision}")
+        known = PRECISIONS.get(precision)
+        return (known.supported_on(self) if known else None) or not_on(self, precision)
 
     @property
     def recommended(self) -> str:

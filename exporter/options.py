@@ -1,15 +1,15 @@
 """``ExportOptions``: how to build an artefact (gate thresholds, degraded builds, remote code, gate size).
 
-A module of its own, importing only the route table, so the CLI can turn and check flags into options before the
-export stack (torch, transformers, onnxruntime) is imported: a bad flag or a plan that cannot be served (e.g.
-``build --tensorrt`` on a CPU target) then fails in well under a second instead of after the heavy imports.
+A module of its own, importing only the precision registry, so the CLI can turn and check flags into options
+before the export stack (torch, transformers, onnxruntime) is imported: a bad flag or a plan that cannot be served
+(e.g. ``build --tensorrt`` on a CPU target) then fails in well under a second instead of after the heavy imports.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .precisions import route_for
+from .precisions import get
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class ExportOptions:
     verification_limit: int | None = None
 
     def threshold(self, precision: str) -> float:
-        """The gate threshold for ``precision``: the override if given, else the route's default."""
+        """The gate threshold for ``precision``: the override if given, else the precision's default."""
         if self.thresholds and precision in self.thresholds:
             return float(self.thresholds[precision])
-        return route_for(precision).min_cosine
+        return get(precision).gate_threshold

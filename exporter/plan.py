@@ -14,15 +14,9 @@ from typing import Any, Iterable
 from .config import PREFIX, Config
 from .devices import Device
 from .models import ModelSpec
-from .precisions import QUANTIZED, route_for
+from .precisions import QUANTIZATION_METHODS, for_native_dtype, get
 
 log = logging.getLogger(__name__)
-
-_NATIVE_TO_PRECISION = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
-_QUANT_SCHEMES = {
-    "int8": "int8 embedding table + per-token int8 matrix products with SmoothQuant scales, ONNX Runtime",
-    "int4": "bitsandbytes NF4 (Linear4bit), embeddings in 8 bits",
-}
 
 
 @dataclass(frozen=True)
@@ -132,7 +126,7 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
     else:
         reasons.append("2 global setting: auto")
 
-    if (chosen in QUANTIZED and "QUANTIZATION_METHOD" in config.explicit
+    if (chosen in QUANTIZATION_METHODS and "QUANTIZATION_METHOD" in config.explicit
             and config.quantization_method != chosen):
         msg = (f"{PREFIX}QUANTIZATION_METHOD={config.quantization_method} contradicts {chosen} requested by "
                f"{origin} for {spec.model}; the explicit precision {chosen} wins")
@@ -143,7 +137,7 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
     if chosen is not None:
         reasons.append(f"3 native dtype: {native or 'unknown'} (not consulted)")
     else:
-        native_precision = _NATIVE_TO_PRECISION.get(native or "")
+        native_precision = for_native_dtype(native)
         if native_precision is None:
             stored = native or "not recorded in config.json (float32)"
             reasons.append(f"3 native dtype: {stored} is only the storage default and does not decide")
@@ -170,24 +164,41 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
         chosen = fallback
     reasons.append("5 fp32 default: not reached (the device step always decides)")
 
-    route = route_for(chosen)
-    quantization = {
-        "enabled": config.enable_quantization or chosen in QUANTIZED,
-        "method": chosen if chosen in QUANTIZED else None,
-        "scheme": _QUANT_SCHEMES.get(chosen),
-    }
-    plan = Plan(
-        model=spec.model, name=spec.name, group=spec.group, device=device.label, requested=requested,
-        precision=chosen, route=route.name, runtime=route.runtime, native_dtype=native, decided_by=decided_by,
-        quantization=quantization, memory=_memory_plan(config, device), max_length=spec.max_length,
-        reasons=tuple(reasons),
-    )
+    plan = _plan(spec, config, device, native, chosen, requested, decided_by, reasons)
     log.debug("plan for %s: device capabilities: %s", spec.model, device.describe())
     log.debug("plan for %s: native precision: %s", spec.model, native or "unknown")
     log.debug("plan for %s: chosen precision: %s (route %s, decided by %s)\n  %s", spec.model, chosen,
-              route.name, decided_by, "\n  ".join(reasons))
-    log.debug("plan for %s: quantization: %s; memory optimization: %s", spec.model, quantization, plan.memory)
+              plan.route, decided_by, "\n  ".join(reasons))
+    log.debug("plan for %s: quantization: %s; memory optimization: %s", spec.model, plan.quantization, plan.memory)
     return plan
+
+
+def resolve_as(spec: ModelSpec, config: Config, device: Device, precision: str, native: str | None = None, *,
+               by: str) -> Plan:
+    """The plan that builds ``precision`` as asked by ``by`` (e.g. ``exporter eval``), whatever the precedence or
+    the target would choose: for measuring a precision on this host, not for deployment. The reasons say so, and
+    name what the target would do instead when it cannot serve ``precision``."""
+    why_not = get(precision).supported_on(device)  # an unknown name fails here, naming the allowed values
+    reasons = [f"requested {precision} by {by}: built as asked (precedence and device fallback not applied)"]
+    if why_not:
+        reasons.append(f"   note: {why_not}; a plan for {device.label} would fall back to {device.recommended}")
+    return _plan(spec, config, device, native, precision, precision, "request", reasons)
+
+
+def _plan(spec: ModelSpec, config: Config, device: Device, native: str | None, chosen: str, requested: str,
+          decided_by: str, reasons: list[str]) -> Plan:
+    precision = get(chosen)
+    quantization = {
+        "enabled": config.enable_quantization or precision.quantization_method,
+        "method": chosen if precision.quantization_method else None,
+        "scheme": precision.quantization_scheme,
+    }
+    return Plan(
+        model=spec.model, name=spec.name, group=spec.group, device=device.label, requested=requested,
+        precision=chosen, route=precision.route, runtime=precision.runtime, native_dtype=native,
+        decided_by=decided_by, quantization=quantization, memory=_memory_plan(config, device),
+        max_length=spec.max_length, reasons=tuple(reasons),
+    )
 
 
 def resolve_all(specs: list[ModelSpec], config: Config, device: Device,

@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-
-# the issue's targets: Spearman of a precision minus the sentence-transformers fp32 reference
-SPEARMAN_TOLERANCE: dict[str, float] = {"fp32": 0.001, "fp16": 0.002, "bf16": 0.002, "int8": 0.005, "int4": 0.015}
+from .precisions import get
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,10 @@ def timed_vectors(embed, sentences: list[str]) -> tuple[dict[str, np.ndarray], f
 
 
 def row(precision: str, value: float, reference: float, **extra: Any) -> dict[str, Any]:
-    """One table row: the Spearman, its delta to the reference and whether it meets the issue's target."""
+    """One table row: the Spearman, its delta to the reference and whether it meets the precision's target
+    (``Precision.spearman_tolerance``: fp32 within it either way, the others at most that much below)."""
     delta = value - reference
-    tolerance = SPEARMAN_TOLERANCE[precision]
+    tolerance = get(precision).spearman_tolerance
     ok = abs(delta) <= tolerance if precision == "fp32" else delta >= -tolerance
     return {"precision": precision, "spearman": round(value, 4), "delta": round(delta, 4),
             "target": f"{'±' if precision == 'fp32' else '>= -'}{tolerance}", "meets_target": ok, **extra}

@@ -13,7 +13,9 @@ ONNX encoder, which the local launcher needs because the pip ``tritonserver`` bi
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
@@ -27,10 +29,19 @@ TOKENIZER_DIR = "tokenizer"
 WARMUP_SEQ_LEN = 16
 
 # The python-backend encoder model loads its runtime class from a file copied next to it: runtime -> (file, class).
+# A precision names its runtime (exporter.precisions); this says which loader serves that runtime.
 RUNTIME_LOADERS: dict[str, tuple[str, str]] = {
     "onnx": ("onnx_encoder.py", "OnnxEncoder"),
     "torch": ("torch_encoder.py", "TorchEncoder"),
 }
+
+
+def runtime_class(runtime: str) -> Any:
+    """The loader class of ``runtime`` (:data:`RUNTIME_LOADERS`), imported from ``exporter/runtime/``: the class
+    the python-backend encoder model runs, so the gate, eval and the benchmarks run what is served. Only that
+    runtime's libraries are imported (an ONNX artefact does not pull in torch)."""
+    loader, name = RUNTIME_LOADERS[runtime]
+    return getattr(importlib.import_module(f".runtime.{Path(loader).stem}", __package__), name)
 
 
 @dataclass(frozen=True)

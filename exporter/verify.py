@@ -8,7 +8,9 @@ percentile are reported next to it, with the worst sentences.
 
 One exception, measured and argued in docs/quality.md: 4-bit weights (int4, bitsandbytes NF4) shift *every*
 vector a little (mean cosine ~0.97) and the 1-token inputs most (min ~0.89 on this set), so no NF4 build of a
-small model meets a 0.96 minimum; int4 is gated on the **mean** cosine, and its minimum is reported.
+small model meets a 0.96 minimum; int4 is gated on the **mean** cosine, and its minimum is reported. Each
+precision declares its statistic and threshold (``gate_statistic``, ``gate_threshold`` in
+:mod:`exporter.precisions`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .precisions import get
+
 log = logging.getLogger(__name__)
 
 Encoder = Callable[[dict[str, np.ndarray]], np.ndarray]
 STATISTICS = ("min_cosine", "mean_cosine", "p1")
-GATE_STATISTIC: dict[str, str] = {"int4": "mean_cosine"}  # precision -> statistic; others: min_cosine
 BATCH = 8  # small, length-sorted batches: measured fastest on CPU for this set (see _by_length)
 WORST_SHOWN = 5
 
@@ -125,8 +128,9 @@ def encode(encoder: Encoder, tokenizer_dir: Path, sentences: list[str], max_seq_
 
 
 def gate_statistic(precision: str) -> str:
-    """Which statistic of the per-sentence cosines the gate compares with the threshold for ``precision``."""
-    return GATE_STATISTIC.get(precision, "min_cosine")
+    """Which statistic of the per-sentence cosines the gate compares with the threshold for ``precision``
+    (``Precision.gate_statistic``)."""
+    return get(precision).gate_statistic
 
 
 def run_gate(encoder: Encoder, tokenizer_dir: Path, reference: np.ndarray, sentences: list[str],

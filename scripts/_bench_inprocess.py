@@ -8,7 +8,6 @@ plus RSS before loading, after loading and at peak. The parent (:func:`run_inpro
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -45,17 +44,16 @@ def sentence_transformers_runner(spec: dict[str, Any]) -> Loader:
 
 def artefact_runner(spec: dict[str, Any]) -> Loader:
     """A built artefact as the server runs it: the loader module and class the python-backend encoder model
-    loads (:data:`exporter.triton_config.RUNTIME_LOADERS`) over the repository's encoder files, fed the way the
+    loads (:func:`exporter.triton_config.runtime_class`) over the repository's encoder files, fed the way the
     tokenizer model feeds it (``tokenizers``, truncation to ``max_seq_length``, padding to the longest text of
     the request; pad id 0 is masked by ``attention_mask`` either way). Only that runtime's libraries are
     imported, so an ONNX route's RSS is what an ONNX Runtime process pays, without torch."""
     from tokenizers import Tokenizer
 
-    from exporter.triton_config import RUNTIME_LOADERS
+    from exporter.triton_config import runtime_class
 
     report = json.loads((Path(spec["path"]) / "report.json").read_text(encoding="utf-8"))
-    loader_file, class_name = RUNTIME_LOADERS[report["runtime"]]
-    encoder_cls = getattr(importlib.import_module(f"exporter.runtime.{Path(loader_file).stem}"), class_name)
+    encoder_cls = runtime_class(report["runtime"])
     fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
     def load() -> Call:

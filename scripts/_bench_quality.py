@@ -30,12 +30,13 @@ class StsbQuality:
 
     def score(self, encoder_dir: Path, tokenizer_dir: Path) -> dict[str, float]:
         """Spearman (and its delta to the reference) and min/p1/mean cosine vs fp32 for one built encoder."""
-        from exporter.artefact import REPORT_FILE, RUNTIMES
+        from exporter.artefact import REPORT_FILE
         from exporter.stsb import spearman
+        from exporter.triton_config import runtime_class
         from exporter.verify import cosines, encode
 
         report = json.loads((encoder_dir / REPORT_FILE).read_text(encoding="utf-8"))
-        encoder = RUNTIMES[report["runtime"]](str(encoder_dir))
+        encoder = runtime_class(report["runtime"])(str(encoder_dir))
         vectors = encode(encoder, tokenizer_dir, self.sentences, report["max_seq_length"])
         cos = cosines(vectors, self.reference)
         value = spearman(self.pairs, dict(zip(self.sentences, vectors)))

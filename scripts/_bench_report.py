@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.cpu import int8_expectation, int8_summary
+from exporter.precisions import PRECISIONS
 
 log = logging.getLogger("exporter.bench.report")
 
@@ -19,13 +20,6 @@ SCHEMA = "emb-provider-benchmark/1"
 BASELINE = "baseline"
 BASELINE_END = "baseline-end"  # the same baseline measured again after everything else: the load-drift check
 DRIFT_LIMIT = 0.15
-GUIDE = {  # the precision guide's promise, printed next to what was measured
-    "fp32": ("100%", "baseline", "none"),
-    "fp16": ("50%", "2-3x", "slight"),
-    "bf16": ("50%", "2-3x", "slight"),
-    "int8": ("25%", "3-4x", "medium"),
-    "int4": ("12.5%", "4-5x", "significant"),
-}
 REQUIRED_KEYS = ("schema", "machine", "settings", "workloads", "inprocess", "served", "quality", "targets",
                  "precisions")
 
@@ -148,7 +142,8 @@ def _summary_rows(report: dict[str, Any]) -> list[list[Any]]:
         served = _find(report["served"], precision, "stsb", headline)
         quality = report["quality"].get("precisions", {}).get(precision, {}) if report["quality"] else {}
         size = info.get("size_ratio")
-        guide = GUIDE.get(precision, ("–", "–", "–"))
+        # the precision guide's promise (memory, speed, loss), printed next to what was measured
+        guide = PRECISIONS[precision].guide if precision in PRECISIONS else ("–", "–", "–")
         rows.append([precision, info.get("route", "–"), "–" if size is None else f"{100 * size:.1f}%", guide[0],
                      _ratio(inproc and inproc.get("ratio_to_baseline")),
                      f"{_ratio(served and served.get('ratio_to_baseline'))} (c={headline})", guide[1],

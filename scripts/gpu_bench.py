@@ -5,7 +5,7 @@ the fp16 levers (attention fusion, IO binding, CUDA graphs) switched on one at a
 Why one script and one run: GPU time is scarce and card-to-card numbers do not compare, so every variant of both
 shapes is built and timed in the same call on the same card, the baseline (torch fp16 with SDPA) included.
 ONNX graphs are built on the GPU machine from the weights (a bge-large graph does not fit in a transfer): the
-fp32 and fp16 graphs are the exporter's own routes (``exporter.routes``), the lever variants are the same
+fp32 and fp16 graphs are the exporter's own routes (``exporter.precisions``), the lever variants are the same
 export with one optimizer option changed. Each variant is timed in its own process (``_gpu_workers``).
 
     # GPU machine (Python 3.12, onnxruntime-gpu + bitsandbytes on PYTHONPATH, LD_LIBRARY_PATH to CUDA libs)
@@ -105,7 +105,7 @@ def _job(model_dir: str, max_length: int, precision: str):
     from exporter.export import read_encoder_spec
     from exporter.models import ModelSpec
     from exporter.plan import resolve
-    from exporter.routes import BuildJob
+    from exporter.precisions import BuildJob
 
     spec = ModelSpec(model_dir, f"bench-{precision}", max_length=max_length, precision=precision)
     plan = resolve(spec, Config.from_env({}), parse_device("cuda:9.0"))
@@ -129,16 +129,16 @@ def build_artefact(kind: str, model_dir: str, max_length: int, work: str) -> dic
     # the optimizer's fusions differ between ONNX Runtime versions (1.30 misses transformers 5.x attention)
     info: dict[str, Any] = {"kind": kind, "optimizer_onnxruntime": onnxruntime.__version__}
     if kind in ROUTE_PRECISION:
-        from exporter.routes import ROUTE_BUILDERS
+        from exporter.precisions import get
 
         job = _job(model_dir, max_length, ROUTE_PRECISION[kind])
-        result = ROUTE_BUILDERS[job.plan.route](job, out)
+        result = get(job.plan.precision).build(job, out)
         optimizer = result.details.get("optimizer")
         info.update(route=job.plan.route, details=result.details,
                     fused=optimizer.get("fused") if isinstance(optimizer, dict) else None)
     else:
-        from exporter.routes.base import RouteResult
-        from exporter.routes.onnx_common import export_fp32
+        from exporter.precisions import RouteResult
+        from exporter.precisions._onnx import export_fp32
 
         job = _job(model_dir, max_length, "fp16")
         raw = export_fp32(job, out / "raw.onnx", RouteResult(files=[], fp32_bytes=0))
@@ -156,7 +156,7 @@ def _fp16_variant(job, raw: Path, target: Path, mha: bool) -> dict[str, int]:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from exporter.routes.fp16 import FP32_OPS
+    from exporter.precisions.fp16 import fp32_ops
 
     options = FusionOptions("bert")
     if mha:
@@ -166,7 +166,7 @@ def _fp16_variant(job, raw: Path, target: Path, mha: bool) -> dict[str, int]:
     config = job.spec.config
     model = optimize_model(str(raw), model_type="bert", opt_level=0, optimization_options=options,
                            num_heads=int(config["num_attention_heads"]), hidden_size=int(config["hidden_size"]))
-    model.convert_float_to_float16(keep_io_types=True, op_block_list=FP32_OPS)
+    model.convert_float_to_float16(keep_io_types=True, op_block_list=fp32_ops())
     model.save_model_to_file(str(target))
     return _fused(model)
 

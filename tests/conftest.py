@@ -3,8 +3,8 @@
 Fixtures (all session-scoped, built once per test run, on demand):
 
 - ``built_repository`` -> ``Path``: ``python -m exporter build`` output (via :func:`exporter.build.build_repository`)
-  for ``sentence-transformers/all-MiniLM-L6-v2`` (bundled, offline) at every precision of :data:`PRECISIONS` whose
-  route exists, on a CPU target, in a temp dir. Read its ``manifest.json`` for names/dims/routes.
+  for ``sentence-transformers/all-MiniLM-L6-v2`` (bundled, offline) at every precision of :data:`PRECISIONS`,
+  on a CPU target, in a temp dir. Read its ``manifest.json`` for names/dims/routes.
 - ``served_models`` -> ``dict[str, str]``: precision -> public (ensemble) model name, e.g. ``{"fp32": "minilm-fp32"}``.
   ``served_model("int8")`` (a fixture returning a function) asks for one precision and skips, visibly, when that
   route is not built yet.
@@ -42,13 +42,6 @@ def model_name(precision: str) -> str:
     return f"minilm-{precision}"
 
 
-def _buildable(precisions: tuple[str, ...]) -> list[str]:
-    from exporter.precisions import route_for
-    from exporter.routes import ROUTE_BUILDERS
-
-    return [p for p in precisions if route_for(p).name in ROUTE_BUILDERS]
-
-
 def build_bundled(dest: Path, precisions: list[str]) -> Path:
     """Build the bundled model at ``precisions`` into ``dest`` through the same code path as the CLI."""
     import yaml
@@ -71,7 +64,7 @@ def build_bundled(dest: Path, precisions: list[str]) -> Path:
 
 @pytest.fixture(scope="session")
 def built_repository(tmp_path_factory) -> Path:
-    return build_bundled(tmp_path_factory.mktemp("triton") / "model_repository", _buildable(PRECISIONS))
+    return build_bundled(tmp_path_factory.mktemp("triton") / "model_repository", list(PRECISIONS))
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from exporter import artefact as artefact_module
 from exporter.artefact import ExportError, ExportOptions, GateError, export_artefact
 from exporter.cli import main
 from exporter.errors import ModelError
+from exporter.precisions import PRECISIONS
 from exporter.export import read_encoder_spec
 
 from export_helpers import bundled_dir, plan_for, read_report, tiny_st_model
@@ -110,20 +110,21 @@ def test_failed_gate_keeps_previous_artefact_and_accept_degraded_records_it(tmp_
 @pytest.mark.slow
 def test_interrupted_export_leaves_nothing_and_keeps_previous(tmp_path, tiny_mean, monkeypatch):
     plan = plan_for("fp32", "tiny")
-    real = artefact_module.ROUTE_BUILDERS["onnx-fp32"]
+    real = PRECISIONS["fp32"]
 
-    def interrupted(job, work):  # the real route runs, then the user hits Ctrl-C mid-build
-        real(job, work)
+    def interrupted_build(job, work):  # the real build runs, then the user hits Ctrl-C mid-build
+        real.build(job, work)
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(artefact_module.ROUTE_BUILDERS, "onnx-fp32", interrupted)
+    interrupted = dataclasses.replace(real, build=interrupted_build)
+    monkeypatch.setitem(PRECISIONS, "fp32", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
     assert list(tmp_path.iterdir()) == []  # first build interrupted: no artefact, no temp dir
-    monkeypatch.setitem(artefact_module.ROUTE_BUILDERS, "onnx-fp32", real)
+    monkeypatch.setitem(PRECISIONS, "fp32", real)
     first = export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
     files = read_report(first)["files"]
-    monkeypatch.setitem(artefact_module.ROUTE_BUILDERS, "onnx-fp32", interrupted)
+    monkeypatch.setitem(PRECISIONS, "fp32", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
     assert read_report(first)["files"] == files and _leftovers(tmp_path) == []
@@ -192,9 +193,9 @@ def test_cli_unknown_hub_id_offline(monkeypatch, tmp_path, capsys):
 @pytest.mark.slow
 def test_fp16_for_architecture_unknown_to_optimizer_falls_back_with_warning(tmp_path, tiny_mean, monkeypatch,
                                                                             caplog):
-    from exporter.routes import onnx_common
+    from exporter.precisions import _onnx
 
-    monkeypatch.setattr(onnx_common, "OPTIMIZER_TYPES", {})  # as if BERT were an architecture it has no fusions for
+    monkeypatch.setattr(_onnx, "OPTIMIZER_TYPES", {})  # as if BERT were an architecture it has no fusions for
     with caplog.at_level(logging.WARNING, logger="exporter"):
         path = export_artefact(plan_for("fp16", "tiny16"), tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
     assert any("no fusions for model_type='bert'" in r.getMessage() for r in caplog.records)
@@ -215,7 +216,7 @@ def test_unexpected_route_failure_is_an_export_error_naming_the_model(tmp_path, 
         raise RuntimeError("exporter backend exploded")
 
     plan = resolve(ModelSpec("sentence-transformers/all-MiniLM-L6-v2", "broken"), Config(), parse_device("cpu"))
-    monkeypatch.setitem(artefact.ROUTE_BUILDERS, plan.route, broken)
+    monkeypatch.setitem(PRECISIONS, plan.precision, dataclasses.replace(PRECISIONS[plan.precision], build=broken))
     with pytest.raises(artefact.ExportError, match=r"broken \(fp32, onnx-fp32\) failed: RuntimeError: exporter "
                                                    r"backend exploded"):
         artefact.export_artefact(plan, resolve_model_dir(plan.model), tmp_path)

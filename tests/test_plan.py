@@ -6,8 +6,9 @@ import pytest
 
 from exporter.config import Config
 from exporter.devices import parse_device
+from exporter.errors import ConfigError
 from exporter.models import ModelSpec
-from exporter.plan import resolve, resolve_all
+from exporter.plan import resolve, resolve_all, resolve_as
 
 MINILM = ModelSpec("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2")
 
@@ -190,3 +191,22 @@ def test_debug_log_shows_the_four_promised_things(caplog):
 def test_plan_serialises_to_plain_data():
     data = plan(device="cuda:8.0").to_dict()
     assert data["precision"] == "fp16" and isinstance(data["reasons"], list) and data["memory"]["enabled"] is False
+
+
+def test_resolve_as_builds_what_was_asked_and_says_so():
+    """exporter eval measures every precision on this host: its plans say why precedence and fallback were skipped."""
+    config = Config.from_env({"EMB_PROVIDER_MODEL_PRECISION": "fp16"})
+    int8 = resolve_as(MINILM, config, parse_device("cpu"), "int8", by="exporter eval")
+    assert (int8.precision, int8.route, int8.runtime, int8.requested, int8.decided_by) == (
+        "int8", "onnx-int8-dynamic", "onnx", "int8", "request")
+    assert int8.reasons == ("requested int8 by exporter eval: built as asked (precedence and device fallback not "
+                            "applied)",)
+    assert int8.quantization["enabled"] and int8.quantization["method"] == "int8"
+    resolved = resolve(MINILM, Config.from_env({"EMB_PROVIDER_MODEL_PRECISION": "int8"}), parse_device("cpu"))
+    same = ("model", "name", "device", "requested", "precision", "route", "runtime", "quantization", "memory")
+    assert {k: int8.to_dict()[k] for k in same} == {k: resolved.to_dict()[k] for k in same}
+    bf16 = resolve_as(MINILM, config, parse_device("cpu"), "bf16", by="exporter eval")
+    assert (bf16.precision, bf16.route, bf16.runtime) == ("bf16", "torch-bf16", "torch")
+    assert bf16.reasons[1] == "   note: target cpu has no bf16; a plan for cpu would fall back to fp32"
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'; allowed: fp32, fp16, bf16, int8, int4"):
+        resolve_as(MINILM, config, parse_device("cpu"), "fp8", by="exporter eval")

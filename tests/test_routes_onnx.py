@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from exporter.artefact import ExportOptions, export_artefact
 from exporter.cpu import cpu_info
 from exporter.runtime.onnx_encoder import OnnxEncoder
-from exporter.smoothquant import saturating_gemms
+from exporter.precisions.smoothquant import saturating_gemms
 from exporter.verify import cosines, encode
 
 from export_helpers import bundled_dir, plan_for, read_report
@@ -191,11 +191,11 @@ def _token_feeds(artefact, texts: list[str]) -> dict[str, np.ndarray]:
 
 
 def test_unfused_attention_is_a_warning(caplog):
-    from exporter.routes.base import RouteResult
-    from exporter.routes.onnx_common import check_attention_fusion
+    from exporter.precisions import RouteResult
+    from exporter.precisions._onnx import check_attention_fusion
 
     result = RouteResult(files=[], fp32_bytes=0, details={"optimizer": {}})
-    with caplog.at_level("WARNING", logger="exporter.routes.onnx_common"):
+    with caplog.at_level("WARNING", logger="exporter.precisions._onnx"):
         check_attention_fusion("bert", {"SkipLayerNormalization": 24}, {"num_hidden_layers": 24}, result)
     assert result.details["optimizer"]["attention_fused_layers"] == "0/24"
     assert "attention fused in 0 of 24 layers" in caplog.text and "onnxruntime>=1.32" in caplog.text

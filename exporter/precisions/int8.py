@@ -1,4 +1,4 @@
-"""int8 route: smoothed per-token int8 matrix products, int8 embedding table (``exporter/smoothquant.py``).
+"""int8: smoothed per-token int8 matrix products, int8 embedding table (:mod:`exporter.precisions.smoothquant`).
 
 Recipe (measured in docs/quality.md): ONNX Runtime's optimizer fuses attention into ``MultiHeadAttention`` and
 leaves the Q/K/V projections as ``MatMul`` nodes; every weight ``MatMul`` then becomes a per-token int8 product
@@ -9,6 +9,9 @@ not hold). On all-MiniLM-L6-v2: 25.3% of the fp32 size, minimum cosine 0.992 on 
 AVX-512 VNNI alike, ~2x sentence-transformers fp32 on VNNI/AMX CPUs. The previous recipe (8-bit ``MatMulNBits``,
 per-block activation scales) was as accurate but ~1.3x; plain ``quantize_dynamic`` is ~2.2x but its one scale per
 tensor leaves a minimum cosine of 0.959.
+
+Served on CPU targets only: the graph needs kernels only ONNX Runtime's CPU provider has, so a GPU target would
+run its matrix products on the host until a GPU int8 route exists (the plan falls back to fp16 and says why).
 """
 
 from __future__ import annotations
@@ -17,14 +20,27 @@ import logging
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
+from .base import BuildJob, GuideRow, Precision, RouteResult, not_on
 
-from .. import smoothquant
-from ..verify import ExportError
-from .base import BuildJob, RouteResult
-from .onnx_common import MODEL_FILE, export_fp32, optimize
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..devices import Device
+
+_GPU_PROVIDERS = {"cuda": "CUDA", "rocm": "ROCm"}  # device kind -> ONNX Runtime execution provider
+
+
+def supported_on(device: Device) -> str | None:
+    if device.kind == "cpu":
+        return None
+    provider = _GPU_PROVIDERS.get(device.kind)
+    if provider is None:
+        return not_on(device, "int8")
+    return (f"ONNX Runtime's {provider} provider has no dynamic-int8 kernels (MatMulIntegerToFloat, "
+            "DynamicQuantizeLinear): the int8 graph would run its matrix products on the host CPU")
+
 
 CALIBRATION_BATCH = 16
 
@@ -56,6 +72,7 @@ def calibration_texts() -> list[str]:
 def calibration_batches(job: BuildJob, texts: list[str]) -> Iterator[dict[str, np.ndarray]]:
     """Token id batches of ``texts``, tokenized as the server will (the model's own tokenizer, truncation at
     ``max_seq_length``)."""
+    import numpy as np
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(job.spec.transformer_dir))
@@ -70,6 +87,9 @@ def _refuse_cpu_dependent(path: Path) -> None:
     vectors would then depend on the serving CPU, and the gate's numbers would hold only where it ran."""
     import onnx
 
+    from ..verify import ExportError
+    from . import smoothquant
+
     found = smoothquant.saturating_gemms(onnx.load(str(path)))
     if found:
         raise ExportError(f"int8 graph would give other vectors on AVX2-only CPUs than on VNNI ones "
@@ -79,6 +99,9 @@ def _refuse_cpu_dependent(path: Path) -> None:
 def build(job: BuildJob, work: Path) -> RouteResult:
     import onnx
     from onnx import TensorProto
+
+    from . import smoothquant
+    from ._onnx import MODEL_FILE, export_fp32, optimize
 
     result = RouteResult(files=[MODEL_FILE], fp32_bytes=0)
     raw = export_fp32(job, work / "raw.onnx", result)
@@ -104,3 +127,15 @@ def build(job: BuildJob, work: Path) -> RouteResult:
                               "calibration": f"{len(texts)} texts (data/calibration.txt)",
                               "embeddings": "dynamic int8 per channel (Gather)"}
     return result
+
+
+PRECISION = Precision(
+    name="int8", route="onnx-int8-dynamic", runtime="onnx",
+    description="int8 embeddings + smoothed per-token int8 MatMuls, ORT",
+    guide=GuideRow(memory="25%", speed="3-4x", loss="medium"),
+    gate_threshold=0.99, spearman_tolerance=0.005,
+    build=build, supported_on=supported_on,
+    quantization_scheme=("int8 embedding table + per-token int8 matrix products with SmoothQuant scales, "
+                         "ONNX Runtime"),
+    quantization_method=True,
+)

@@ -1,0 +1,47 @@
+"""fp16: ONNX Runtime's transformer optimizer for the model type, then float16 with fp32 inputs/outputs.
+
+A naive cast of the exported graph fails to load (Cast type mismatch, ../shared/notes/precision.md); the
+optimizer's fused graph converts cleanly. The final L2 normalisation runs in fp32 (blocked from the cast) so the
+unit vectors keep full precision. fp16 is a GPU precision: on CPU it saves memory, not time. Every target serves
+it; ``auto`` picks it on GPU targets, and for models stored in float16.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import BuildJob, GuideRow, Precision, RouteResult, everywhere
+
+# ops whose reductions lose precision in fp16, kept in fp32 (with their I/O) on top of ONNX Runtime's own list
+EXTRA_FP32_OPS = ["ReduceL2", "ReduceSum", "ReduceMean", "Div", "Sqrt", "Pow"]
+
+
+def fp32_ops() -> list[str]:
+    """Every op the float16 conversion keeps in fp32: ONNX Runtime's ``DEFAULT_OP_BLOCK_LIST`` + ours."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    return DEFAULT_OP_BLOCK_LIST + EXTRA_FP32_OPS
+
+
+def build(job: BuildJob, work: Path) -> RouteResult:
+    from ._onnx import MODEL_FILE, export_fp32, optimize
+
+    result = RouteResult(files=[MODEL_FILE], fp32_bytes=0)
+    raw = export_fp32(job, work / "raw.onnx", result)
+    model = optimize(job, raw, result)
+    with result.timed("fp16"):
+        model.convert_float_to_float16(keep_io_types=True, op_block_list=fp32_ops())
+    result.details["fp32_ops"] = list(EXTRA_FP32_OPS)
+    model.save_model_to_file(str(work / MODEL_FILE))
+    raw.unlink()
+    return result
+
+
+PRECISION = Precision(
+    name="fp16", route="onnx-fp16", runtime="onnx",
+    description="ORT transformers optimizer + float16 conversion, fp32 I/O",
+    guide=GuideRow(memory="50%", speed="2-3x", loss="slight"),
+    gate_threshold=0.999, spearman_tolerance=0.002,
+    build=build, supported_on=everywhere,
+    native_dtypes=("float16", "half"),
+)

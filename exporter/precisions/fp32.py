@@ -1,0 +1,30 @@
+"""fp32: the exported graph after ONNX Runtime's offline transformer fusions (same numbers, fewer nodes).
+
+Every target serves it; ``auto`` picks it on CPU targets (the precision guide: fp32 recommended on CPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import BuildJob, GuideRow, Precision, RouteResult, everywhere
+
+
+def build(job: BuildJob, work: Path) -> RouteResult:
+    from ._onnx import MODEL_FILE, export_fp32, optimize
+
+    result = RouteResult(files=[MODEL_FILE], fp32_bytes=0)
+    raw = export_fp32(job, work / "raw.onnx", result)
+    model = optimize(job, raw, result)
+    model.save_model_to_file(str(work / MODEL_FILE))
+    raw.unlink()
+    return result
+
+
+PRECISION = Precision(
+    name="fp32", route="onnx-fp32", runtime="onnx",
+    description="ONNX, ONNX Runtime offline graph optimization",
+    guide=GuideRow(memory="100%", speed="baseline", loss="none"),
+    gate_threshold=0.99999, spearman_tolerance=0.001,
+    build=build, supported_on=everywhere,
+)
