@@ -18,7 +18,6 @@ import platform
 import shutil
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec,
 from .options import ExportOptions
 from .plan import Plan
 from .precisions import PRECISIONS, BuildJob, RouteResult
+from .provenance import versions
 from .triton_config import runtime_class
 from .verification_set import verification_sentences
 from .verify import ExportError, GateError, GateResult, gate_statistic, reference_embeddings, run_gate
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
 TOKENIZER_DIR = "tokenizer"
-_VERSIONED = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "bitsandbytes",
-              "tokenizers", "safetensors", "emb-provider")
 
 __all__ = ["ExportError", "ExportOptions", "GateError", "export_artefact"]
 
@@ -112,16 +110,6 @@ def _file_records(root: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate: GateResult) -> dict[str, Any]:
     files = _file_records(work)
     weight_bytes = sum(files[f]["bytes"] for f in result.files if f in files)
@@ -144,7 +132,7 @@ def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate
         "route_details": result.details,
         "gate": gate.to_dict(),
         "timings": result.timings,
-        "versions": _versions(),
+        "versions": {"python": platform.python_version(), **versions()},
         "device": plan.device,
         "cpu": cpu_info().to_dict(),  # where the gate and timings ran: int8 numerics and speed depend on it
     }

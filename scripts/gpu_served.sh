@@ -33,6 +33,6 @@ nvidia-smi -L
 python3 -c "import importlib.util as u, onnxruntime as o, numpy, tritonclient.http, torch; assert u.find_spec('pytriton'); print('ort', o.__version__, o.get_available_providers(), 'numpy', numpy.__version__, 'torch', torch.__version__)"
 precisions=$1; shift
 PYTHONPATH=/tmp/np1 python3 -c "import numpy; print('stub numpy', numpy.__version__)"
-python3 scripts/_gpu_served.py --device cuda --model /tmp/site/extra/minilm --stsb .gpu/run/sts-dev.csv \
+python3 -m bench.gpu_served --device cuda --model /tmp/site/extra/minilm --stsb .gpu/run/sts-dev.csv \
   --precisions "$precisions" --out "$OUT/bench" "$@" 2>&1 | tr '\r' '\n' | grep -v "window\|it/s" | tail -60
 cat /tmp/stub-env.txt 2>/dev/null | head -2  # (ignore_environment, PYTHONPATH, LD_LIBRARY_PATH) as the stub saw them

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py: the timing loop, the workloads, and a real ``--quick`` run end to end.
+"""``python -m bench.cpu``: the timing loop, the workloads, and a real ``--quick`` run end to end.
 
 The quick run builds fp32 and int8 with the real exporter, runs them in-process and through the real local
 Triton + client, and must write a well-formed report. Speed targets are *not* asserted here (they live in the
@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
+from bench.measure import Batches, Settings, Window, measure, summarize
+from bench.report import check_report
+from bench.workloads import load_tokenizer, make_batches, synthetic_texts
+from exporter.cpu import INT8_KERNELS, cpu_info
 
-from _bench_measure import Batches, Settings, measure, summarize, Window  # noqa: E402
-from _bench_report import check_report  # noqa: E402
-from _bench_workloads import load_tokenizer, make_batches, synthetic_texts  # noqa: E402
-from exporter.cpu import INT8_KERNELS, cpu_info  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = [sys.executable, "-m", "bench.cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +83,14 @@ def test_batches_carry_truncated_token_counts(tokenizer):
 
 
 def test_bad_flags_name_the_value_and_what_is_allowed():
-    out = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--quick", "--concurrency", "1,x"],
+    out = subprocess.run([*BENCH, "--quick", "--concurrency", "1,x"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode != 0 and "--concurrency='1,x'" in out.stderr and "e.g. 1,4,16" in out.stderr
-    out = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--quick", "--precisions", "fp8",
+    out = subprocess.run([*BENCH, "--quick", "--precisions", "fp8",
                           "--out", "/nonexistent/never-written"], capture_output=True, text=True, timeout=120,
                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode != 0 and "fp8 not available on cpu" in out.stderr and "allowed: fp32" in out.stderr
-    out = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--quick", "--stsb", "/nonexistent/sts.csv",
+    out = subprocess.run([*BENCH, "--quick", "--stsb", "/nonexistent/sts.csv",
                           "--out", "/nonexistent/never-written"], capture_output=True, text=True, timeout=120,
                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 2 and "--stsb '/nonexistent/sts.csv' cannot be read" in out.stderr, out.stderr[-500:]
@@ -100,7 +99,7 @@ def test_bad_flags_name_the_value_and_what_is_allowed():
 @pytest.mark.slow
 def test_quick_run_writes_a_well_formed_report(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, str(SCRIPTS / "benchmark.py"), "--quick", "--out", str(tmp_path),
+    out = subprocess.run([*BENCH, "--quick", "--out", str(tmp_path),
                           "--log-level", "WARNING"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     [json_path] = tmp_path.glob("*-quick.json")

@@ -13,7 +13,7 @@ from exporter.cpu import cpu_info
 from exporter.errors import ConfigError
 from exporter.stsb import load_stsb, row
 
-# ../shared beside the checkout (as in CI), like scripts/benchmark.py
+# ../shared beside the checkout (as in CI), like bench.DEFAULT_STSB
 STSB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-dev.csv")
 
 

@@ -1,4 +1,4 @@
-"""scripts/gpu_bench.py on the CPU: the smoke run builds the real fp16 route, times real torch and ONNX Runtime
+"""``python -m bench.gpu`` on the CPU: the smoke run builds the real fp16 route, times real torch and ONNX Runtime
 workers in their own processes and writes a well-formed report; speed targets live in the GPU records, not here."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_bench.py"
+ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = "torch-fp32,torch-fp16,ort-fp16-binding,ort-fp16-cudagraph"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "bench.gpu", *args], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

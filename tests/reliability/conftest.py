@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # scripts/loadtest.py
 
 PROBE = "A reliable embedding endpoint answers the next request exactly."
 

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from loadtest import server_rss_mb  # scripts/ is on sys.path (tests/reliability/conftest.py)
 
+from bench.load import server_rss_mb
 from tests.reliability.conftest import PROBE
 from tests.reliability.kserve import Reply, cosine, infer, infer_raw_bytes, is_ready, request, text_tensor
 from tests.reliability.repos import fp32_only_copy

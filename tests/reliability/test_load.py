@@ -1,6 +1,6 @@
-"""scripts/loadtest.py against the shared served fp32 model, in a bounded configuration.
+"""``python -m bench.load`` (bench/load.py) against the shared served fp32 model, in a bounded configuration.
 
-The script's default is the issue's 4 clients x 500 requests (run it by hand, see docs/reliability.md); here the
+The command's default is the issue's 4 clients x 500 requests (run it by hand, see docs/reliability.md); here the
 same code runs 4 clients x 10 requests of 1-8 texts, so that ``make test`` stays within CI's time on 2 cores.
 """
 
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import loadtest
-from loadtest import LoadSettings, run_load, text_pool  # scripts/ is on sys.path (tests/reliability/conftest.py)
+
+import bench.load as loadtest
+from bench.load import LoadSettings, run_load, text_pool
 
 BOUNDED = LoadSettings(clients=4, requests=10, min_batch=1, max_batch=8, pool=48, time_limit=300)
 

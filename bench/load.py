@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Load test of a served embedding model: nothing lost, nothing mixed up, no unexpected errors.
 
 ``--clients`` threads, each with its own ``client.EmbeddingClient`` (retries off, so every failure is counted),
@@ -9,12 +8,12 @@ text sent alone, before the load): cosine >= ``--min-cosine``. Reported: lost te
 type, throughput, per-request latency p50/p95/p99, and the server's RSS (whole process group: core + python
 stubs) before and after.
 
-Loopback only: the script starts its own local Triton (``exporter.serve``) on 127.0.0.1 over ``--repository``.
+Loopback only: the command starts its own local Triton (``exporter.serve``) on 127.0.0.1 over ``--repository``.
 Bounded: at most clients x requests requests, and ``--time-limit`` seconds (requests not sent by then count as
 a failure). Exit status 0 only when nothing was lost, mismatched, failed or left unsent.
 
-    python scripts/loadtest.py --repository model_repository          # the issue's 4 x 500, batches 1-32
-    python scripts/loadtest.py --requests 50 --json /tmp/load.json    # a quick run
+    python -m bench.load --repository model_repository          # the issue's 4 x 500, batches 1-32
+    python -m bench.load --requests 50 --json /tmp/load.json    # a quick run
 """
 
 from __future__ import annotations
@@ -33,14 +32,11 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-
-from exporter.stsb import load_stsb  # noqa: E402
+from bench import DEFAULT_STSB
+from exporter.stsb import load_stsb
 
 log = logging.getLogger("exporter.loadtest")
 
-DEFAULT_STSB = HERE.parent.parent / "shared" / "data" / "stsb" / "sts-dev.csv"
 EDGE_TEXTS = ("", "   ", "emoji 😀🚀, CJK 中文字符, RTL שלום עולם مرحبا بالعالم", "NUL\x00inside")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -267,7 +263,8 @@ def run_load(http_url: str, model: str, settings: LoadSettings = LoadSettings(),
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__.splitlines()[0])
     defaults = LoadSettings()
     parser.add_argument("--repository", default="model_repository", help="repository built by 'exporter build'")
     parser.add_argument("--model", help="public model name to load (default: the repository's fp32 model)")

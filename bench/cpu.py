@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Benchmark every precision the host supports against the unconverted model, in-process and served.
 
 Baseline: sentence-transformers in-process (fp32 on CPU, fp16 on GPU), same texts, same batches. For each
@@ -7,8 +6,8 @@ is that precision's own), its encoder run in-process through the runtime loader 
 the real local Triton and driven through ``client.EmbeddingClient`` at several concurrencies. Quality (STS-B dev
 Spearman, cosine vs fp32) comes from the project's eval step. Writes ``<out>/<host>-<date>.{json,md,png}``.
 
-    python scripts/benchmark.py                 # full CPU run (~10 min on 2 cores)
-    python scripts/benchmark.py --quick --out /tmp/bench   # smoke run (< 1 min)
+    python -m bench.cpu                 # full CPU run (~10 min on 2 cores)
+    python -m bench.cpu --quick --out /tmp/bench   # smoke run (< 1 min)
 """
 
 from __future__ import annotations
@@ -23,20 +22,18 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-
-from _bench_machine import today  # noqa: E402
-from _bench_measure import Settings  # noqa: E402
-from _bench_report import BASELINE, SCHEMA, write_report  # noqa: E402
-from exporter.errors import ConfigError, ModelError  # noqa: E402
+from bench import DEFAULT_STSB, REPO
+from bench.machine import today
+from bench.measure import Settings
+from bench.report import BASELINE, SCHEMA, write_report
+from exporter.errors import ConfigError, ModelError
 
 log = logging.getLogger("exporter.bench")
 
-DEFAULT_OUT = HERE.parent / "docs" / "benchmarks"
-DEFAULT_STSB = HERE.parent.parent / "shared" / "data" / "stsb" / "sts-dev.csv"
+DEFAULT_OUT = REPO / "docs" / "benchmarks"
+COMMAND = "python -m bench.cpu"
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,8 @@ QUICK = Profile(batch_size=32, token_budget=4096, stsb_texts=64, synthetic={128:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cpu", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fp32 + int8, tiny workloads (< 1 min)")
     parser.add_argument("--model", help="hub id or local model dir (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -118,7 +116,8 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     return replace(base, **changes)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, server_options: Mapping[str, Any] | None = None) -> int:
+    """The CLI; ``server_options`` are extra :class:`exporter.serve.ServerSettings` fields for the served runs."""
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so a running tritonserver is stopped and temp dirs are removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -126,18 +125,18 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     profile = profile_from_args(args)
-    from _bench_run import run_benchmark
+    from bench.run import run_benchmark
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="emb-bench-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         try:
-            report = run_benchmark(args, profile, work)
+            report = run_benchmark(args, profile, work, server_options=server_options or {})
         except (ConfigError, ModelError) as exc:  # a bad --model / --stsb / environment: say which, exit 2
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    command = " ".join(["python scripts/benchmark.py", shlex.join(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([COMMAND, shlex.join(sys.argv[1:] if argv is None else argv)])
     report.update(schema=SCHEMA, command=command.strip(),
                   duration_s=time.perf_counter() - started, baseline_label=BASELINE)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

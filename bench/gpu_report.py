@@ -1,6 +1,6 @@
 """The GPU benchmark's report: the results JSON as written, a Markdown table per shape and workload (ratio to
 the torch fp16 SDPA baseline), and a PNG of tokens/s per variant. Rendering reads only the JSON, so a report can
-be redrawn on another machine (``gpu_bench.py --report FILE.json``)."""
+be redrawn on another machine (``python -m bench.gpu --report FILE.json``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from _bench_report import _fmt  # the CPU benchmark's cell formatter: both reports print numbers alike
+from bench.report import fmt  # the CPU benchmark's cell formatter: both reports print numbers alike
 
 
 def _rows(shape: dict[str, Any], workload: str, baseline: str) -> list[dict[str, Any]]:
@@ -47,8 +47,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|"]
         for kind, art in shape.get("artefacts", {}).items():
             fused = ", ".join(f"{k} {v}" for k, v in (art.get("fused") or {}).items()) or "–"
-            lines.append(f"| {kind} | {fused} | {art.get('optimizer_onnxruntime', '–')} | {_fmt(art.get('mb'))} | "
-                         f"{_fmt(art.get('build_s'))} | {art.get('error') or ''} |")
+            lines.append(f"| {kind} | {fused} | {art.get('optimizer_onnxruntime', '–')} | {fmt(art.get('mb'))} | "
+                         f"{fmt(art.get('build_s'))} | {art.get('error') or ''} |")
         for workload in workloads(report):
             lines += ["", f"### {label}, batch {workload.replace('x', ' x ')} tokens", "",
                       "| variant | what | k tokens/s | vs baseline | ms median (p10–p90) | GPU MiB | min cos | "
@@ -61,7 +61,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(
                     f"| {row['variant']} | {what} | {row['tokens_per_s'] / 1000:,.0f} | {row['ratio']:.2f}x | "
                     f"{row['ms_median']:.2f} ({row['ms_p10']:.2f}–{row['ms_p90']:.2f}) | "
-                    f"{_fmt(row['gpu_mem_mib'], 0)} | {_fmt(row['min_cos'], 6)} | {_fmt(row['mean_cos'], 6)} |")
+                    f"{fmt(row['gpu_mem_mib'], 0)} | {fmt(row['min_cos'], 6)} | {fmt(row['mean_cos'], 6)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -107,8 +107,8 @@ def summary(report: dict[str, Any]) -> str:
             for row in _rows(shape, workload, report["meta"]["baseline"]):
                 speed = f"{row['tokens_per_s'] / 1000:9.0f}k {row['ratio']:.2f}x" if row["tokens_per_s"] else \
                     f"ERROR {str(row['error'])[:70]}"
-                lines.append(f"{label:9} {workload:7} {row['variant']:26} {speed}  mem {_fmt(row['gpu_mem_mib'], 0)}"
-                             f"  cos {_fmt(row['min_cos'], 4)}")
+                lines.append(f"{label:9} {workload:7} {row['variant']:26} {speed}  mem {fmt(row['gpu_mem_mib'], 0)}"
+                             f"  cos {fmt(row['min_cos'], 4)}")
     return "\n".join(lines)
 
 

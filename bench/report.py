@@ -24,7 +24,8 @@ REQUIRED_KEYS = ("schema", "machine", "settings", "workloads", "inprocess", "ser
                  "precisions")
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def fmt(value: Any, digits: int = 1) -> str:
+    """A table cell: ``–`` for a missing figure, floats with ``digits`` decimals and thousands separators."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -34,7 +35,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
     return lines + [""]
 
 
@@ -96,11 +97,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["quality"]:
         q = report["quality"]
         out += ["## Quality (STS-B dev)", "", f"Reference (sentence-transformers fp32): Spearman "
-                f"{_fmt(q.get('reference_spearman'), 4)} over {q.get('pairs')} pairs ({q.get('sentences')} unique "
+                f"{fmt(q.get('reference_spearman'), 4)} over {q.get('pairs')} pairs ({q.get('sentences')} unique "
                 "sentences); cosines are per sentence against the fp32 reference vector.", ""]
         out += _table(["precision", "Spearman", "delta", "min cos vs fp32", "p1 cos", "mean cos"],
-                      [[p, _fmt(r.get("spearman"), 4), _fmt(r.get("delta"), 4), _fmt(r.get("min_cosine"), 5),
-                        _fmt(r.get("p1_cosine"), 5), _fmt(r.get("mean_cosine"), 5)]
+                      [[p, fmt(r.get("spearman"), 4), fmt(r.get("delta"), 4), fmt(r.get("min_cosine"), 5),
+                        fmt(r.get("p1_cosine"), 5), fmt(r.get("mean_cosine"), 5)]
                        for p, r in q["precisions"].items()])
     header = ["runner", "workload", "texts/s", "range", "spread", "tokens/s", "p50 ms", "p95 ms", "p99 ms",
               "vs baseline"]
@@ -108,14 +109,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += ["RSS = peak resident memory of the runner's own process; model = peak minus the process after importing "
             "its libraries (sentence-transformers/torch, or ONNX Runtime + tokenizer).", ""]
     out += _table(header + ["RSS MiB", "model MiB"],
-                  [_speed_row(r["runner"], r) + [_fmt(r.get("rss_mb")), _fmt(r.get("model_rss_mb"))]
+                  [_speed_row(r["runner"], r) + [fmt(r.get("rss_mb")), fmt(r.get("model_rss_mb"))]
                    for r in report["inprocess"]])
     if report["served"]:
         out += ["## Served through Triton + client.EmbeddingClient", "",
                 "RSS = the server process group (tritonserver + python stubs for every model it holds).", ""]
         out += _table(header + ["vs in-process", "server RSS MiB"],
                       [_speed_row(f"{r['runner']} c={r['concurrency']}", r)
-                       + [_ratio(r.get("ratio_to_inprocess")), _fmt(r.get("server_rss_mb"))]
+                       + [_ratio(r.get("ratio_to_inprocess")), fmt(r.get("server_rss_mb"))]
                        for r in report["served"]])
     if report.get("timings"):
         out += ["## Where the time went", ""]
@@ -147,8 +148,8 @@ def _summary_rows(report: dict[str, Any]) -> list[list[Any]]:
         rows.append([precision, info.get("route", "–"), "–" if size is None else f"{100 * size:.1f}%", guide[0],
                      _ratio(inproc and inproc.get("ratio_to_baseline")),
                      f"{_ratio(served and served.get('ratio_to_baseline'))} (c={headline})", guide[1],
-                     _fmt(quality.get("spearman"), 4), _fmt(quality.get("min_cosine"), 5),
-                     _fmt(quality.get("mean_cosine"), 5), guide[2]])
+                     fmt(quality.get("spearman"), 4), fmt(quality.get("min_cosine"), 5),
+                     fmt(quality.get("mean_cosine"), 5), guide[2]])
     return rows
 
 

@@ -12,8 +12,9 @@ import logging
 import random
 from pathlib import Path
 
-from _bench_measure import Batches
 from tokenizers import Tokenizer
+
+from bench.measure import Batches
 
 log = logging.getLogger("exporter.bench.workloads")
 

@@ -1,5 +1,5 @@
 """The benchmark's steps in order: workloads -> baseline -> per precision (build, in-process, served, quality)
--> ratios and targets. Returns the report record that :mod:`_bench_report` writes.
+-> ratios and targets. Returns the report record that :mod:`bench.report` writes.
 
 A precision whose build fails is reported under ``errors`` and the run goes on with the others: a benchmark
 that dies on int4 would publish nothing about fp32 and int8.
@@ -13,19 +13,19 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from tqdm import tqdm
 
-from _bench_inprocess import run_inprocess
-from _bench_machine import machine, today
-from _bench_measure import Batches
-from _bench_quality import StsbQuality
-from _bench_report import BASELINE, BASELINE_END
-from _bench_served import serve_and_measure
-from _bench_workloads import STSB_NAME, build_workloads, describe, load_tokenizer
+from bench.inprocess import run_inprocess
+from bench.machine import machine, today
+from bench.measure import Batches
+from bench.quality import StsbQuality
+from bench.report import BASELINE, BASELINE_END
+from bench.served import serve_and_measure
+from bench.workloads import STSB_NAME, build_workloads, describe, load_tokenizer
 
 log = logging.getLogger("exporter.bench.run")
 
@@ -150,14 +150,17 @@ class _Run:
     device: Any
     workloads: list[Batches]
     report: dict[str, Any]
+    server_options: Mapping[str, Any] = field(default_factory=dict)
     quality: StsbQuality | None = None
 
     def timed(self, step: str) -> Any:
         return _timed(self.report["timings"], step)
 
 
-def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[str, Any]:
-    """Every step of the benchmark; returns the report record (without the run's command and duration)."""
+def run_benchmark(args: argparse.Namespace, profile: Any, work: Path, *,
+                  server_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every step of the benchmark; returns the report record (without the run's command and duration).
+    ``server_options``: extra :class:`exporter.serve.ServerSettings` fields for every served run."""
     from exporter.devices import parse_device
     from exporter.models import DEFAULT_MODEL, resolve_model_dir
     from exporter.stsb import load_stsb
@@ -182,7 +185,7 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path) -> dict[st
         "workloads": [describe(w) for w in workloads], "precisions": {}, "inprocess": [], "served": [],
         "quality": {}, "targets": [], "errors": [], "timings": {},
     }
-    run = _Run(args, profile, work, model, model_dir, device, workloads, report)
+    run = _Run(args, profile, work, model, model_dir, device, workloads, report, dict(server_options or {}))
     with run.timed("baseline in-process"):
         spec = _inprocess_spec(BASELINE, "sentence-transformers", model_dir, workloads, args, profile)
         report["inprocess"] += run_inprocess(spec, work, INPROCESS_TIMEOUT_S)["results"]
@@ -227,7 +230,7 @@ def _precision_steps(run: _Run, precision: str) -> None:
                                                  desc=f"served {precision}", unit="window", file=sys.stderr,
                                                  leave=False) as bar:
         report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings, precision,
-                                              on_window=lambda: bar.update(1))
+                                              on_window=lambda: bar.update(1), server_options=run.server_options)
 
 
 def _precisions(args: argparse.Namespace, profile: Any, device: Any) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Benchmark: wall time to export fp32 + fp16 + int8 of a model, quality gate included, in one process.
 
 The issue's target is <= 30 s for the bundled all-MiniLM-L6-v2 on the 2-core build machine. This is a figure
-for the report, not a test: run ``python scripts/bench_export.py [--model ID_OR_DIR] [--out FILE.json]``.
+for the report, not a test: run ``python -m bench.export_time [--model ID_OR_DIR] [--out FILE.json]``.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.export_time", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--precision", action="append", help="default: fp32, fp16, int8")
     parser.add_argument("--out", help="write the JSON result here too")

@@ -1,8 +1,8 @@
 """In-process runners, each measured in its own subprocess so that its resident memory is its own.
 
-``python scripts/_bench_inprocess.py SPEC.json OUT.json`` loads one runner — the sentence-transformers baseline
+``python -m bench.inprocess SPEC.json OUT.json`` loads one runner — the sentence-transformers baseline
 or one exported artefact through the runtime loader the Triton python-backend model uses — runs every workload
-of the spec through :func:`_bench_measure.measure` (concurrency 1, one batch per call) and writes the figures
+of the spec through :func:`bench.measure.measure` (concurrency 1, one batch per call) and writes the figures
 plus RSS before loading, after loading and at peak. The parent (:func:`run_inprocess`) only launches it.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -20,7 +19,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
 log = logging.getLogger("exporter.bench.inprocess")
 
 
@@ -82,8 +80,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the runner named in ``spec`` and measure every workload; runs inside the subprocess."""
     from tqdm import tqdm
 
-    from _bench_machine import self_peak_rss_mb, self_rss_mb
-    from _bench_measure import Batches, Settings, measure
+    from bench.machine import self_peak_rss_mb, self_rss_mb
+    from bench.measure import Batches, Settings, measure
 
     load = RUNNERS[spec["runner"]](spec)  # imports the runtime's libraries
     rss_before = self_rss_mb()
@@ -109,12 +107,11 @@ def run_inprocess(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[st
     """Run one runner in a fresh interpreter and return its record (raises with the worker's stderr tail)."""
     spec_path, out_path = work / f"{spec['label']}.spec.json", work / f"{spec['label']}.out.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    # the repository and scripts first, then whatever the caller's PYTHONPATH holds (e.g. a carried onnxruntime-gpu)
-    paths = [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
+    # the child inherits this process's environment (PYTHONPATH included, e.g. a carried onnxruntime-gpu) and
+    # working directory, so it imports the same bench and exporter as this process
     tail = b""
-    with subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(spec_path), str(out_path)],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+    with subprocess.Popen([sys.executable, "-m", "bench.inprocess", str(spec_path), str(out_path)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
         while chunk := proc.stderr.read1(4096):  # progress bars pass through; the tail explains a failure

@@ -11,10 +11,10 @@ import logging
 import threading
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from _bench_machine import tree_rss_mb
-from _bench_measure import Batches, Settings, measure
+from bench.machine import tree_rss_mb
+from bench.measure import Batches, Settings, measure
 
 log = logging.getLogger("exporter.bench.served")
 
@@ -54,15 +54,18 @@ class RssSampler:
 
 
 def serve_and_measure(repository: Path, model: str, runs: list[tuple[Batches, int]], settings: Settings,
-                      label: str, on_window: Callable[[], None]) -> list[dict[str, Any]]:
-    """Start Triton on ``repository``, measure ``model`` for every ``(workload, concurrency)``, stop it."""
+                      label: str, on_window: Callable[[], None],
+                      server_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Start Triton on ``repository``, measure ``model`` for every ``(workload, concurrency)``, stop it.
+    ``server_options``: extra :class:`~exporter.serve.ServerSettings` fields (ports are always picked free)."""
     from client import EmbeddingClient, Timeouts
 
     from exporter.serve import ServerSettings, TritonServer
 
     timeouts = Timeouts(request=REQUEST_TIMEOUT_S)
     results = []
-    server = TritonServer(ServerSettings(repository, http_port=0, grpc_port=0, metrics_port=0))
+    server = TritonServer(ServerSettings(repository, http_port=0, grpc_port=0, metrics_port=0,
+                                         **(server_options or {})))
     with server, RssSampler(server.process.pid) as rss:
         for batches, concurrency in runs:
             batch_size = max(len(b) for b in batches.texts)

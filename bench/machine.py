@@ -7,29 +7,17 @@ of the spread than anything else.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import platform
-from importlib import metadata
 from typing import Any, Iterable
 
 import psutil
 
+from exporter import versions
 from exporter.cpu import cpu_info
 
-LIBRARIES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
-             "tokenizers", "bitsandbytes", "tritonclient", "nvidia-pytriton", "numpy", "emb-provider")
 MIB = 1024 * 1024
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the libraries that shape the numbers (absent ones are left out)."""
-    found = {}
-    for name in LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[name] = metadata.version(name)
-    return found
 
 
 def machine() -> dict[str, Any]:

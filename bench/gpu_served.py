@@ -1,0 +1,28 @@
+"""``python -m bench.cpu`` on the GPU machine (``scripts/gpu_served.sh``), whose main environment needs numpy 2
+(scipy) while Triton's python stub needs numpy<2: numpy 1.26 (in /tmp/np1) goes first on the *server's*
+PYTHONPATH only, through ``exporter.serve.ServerSettings.env``; the stub check is skipped
+(``check_environment=False``) because /tmp/np1 was checked by hand to hold numpy 1.26.4.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bench import cpu
+
+NUMPY1 = "/tmp/np1"
+
+
+def server_options() -> dict[str, object]:
+    """The ServerSettings fields every served run of this benchmark gets on the GPU machine."""
+    pythonpath = os.pathsep.join(p for p in (NUMPY1, os.environ.get("PYTHONPATH")) if p)
+    return {"env": {"PYTHONPATH": pythonpath}, "check_environment": False}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cpu.main(argv, server_options=server_options())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
