@@ -9,6 +9,12 @@ published repository itself stays NGC-native and untouched.
 
 The server runs in its own process group (its python stubs are its children); :meth:`TritonServer.stop` signals the
 whole group and escalates to SIGKILL, so no stub outlives it.
+
+Before the bundled binary starts, :func:`check_stub_environment` makes sure Triton's python stub can run here: that
+it can load its libpython (the stub is linked against ``libpython3.X.so.1.0`` of this interpreter's version) and that
+the environment it runs (the first ``python3`` on the server's PATH: this interpreter's) has numpy<2 and the
+models' runtime modules. Otherwise the launcher fails at once with what to install, instead of waiting for a server
+whose models can never load.
 """
 
 from __future__ import annotations
@@ -16,18 +22,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import ConfigError
@@ -58,6 +68,15 @@ class ServerSettings:
     exit_timeout: int = 10
     encoder_threads: int = 0
     log_verbose: int = 0
+    # Appended to the launcher's own tritonserver arguments, e.g. ("--model-control-mode=explicit", "--load-model=*").
+    extra_args: tuple[str, ...] = ()
+    # Extra environment for the server and its python stubs, laid over os.environ. The launcher then prepends what
+    # the bundled binary needs to PATH and LD_LIBRARY_PATH (so values given here are extended, not replaced).
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Bundled binary only: check before starting that the python stub can load its libpython and that its
+    # environment has numpy<2 and the models' modules (see check_stub_environment). False skips the check, for an
+    # environment prepared by other means (e.g. a sitecustomize that changes what the stub imports).
+    check_environment: bool = True
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -88,12 +107,19 @@ def _external_tritonserver(name: str) -> Path:
     return Path(found)
 
 
+def stub_binary(binary: Path) -> Path:
+    """The python stub built for this interpreter's version, next to the bundled ``binary``; ConfigError if none."""
+    stub = binary.parent.parent / "python_backend_stubs" / _STUB_PYTHON / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ConfigError(f"the bundled tritonserver has no python stub for Python {_STUB_PYTHON} ({stub}); "
+                          f"stubs exist for: {', '.join(sorted(p.name for p in stub.parent.parent.iterdir()))}")
+    return stub
+
+
 def make_backend_dir(binary: Path, target: Path) -> Path:
     """``<target>/python/``: the python backend library plus the stub built for this interpreter's version."""
     root = binary.parent.parent
-    stub = root / "python_backend_stubs" / _STUB_PYTHON / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ConfigError(f"the bundled tritonserver has no python stub for Python {_STUB_PYTHON} ({stub})")
+    stub = stub_binary(binary)
     python_dir = target / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     for item in (root / "backends" / "python").iterdir():
@@ -196,7 +222,7 @@ class TritonServer:
         try:
             work = Path(self._work.name)
             self.log_path = work / "tritonserver.log"
-            command, env = self._command(work)
+            command, env = self._launch(work)
             log.info("starting %s", " ".join(command))
             with open(self.log_path, "wb") as log_file:
                 self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -208,27 +234,28 @@ class TritonServer:
             raise
         return self
 
-    def _command(self, work: Path) -> tuple[list[str], dict[str, str]]:
+    def _launch(self, work: Path) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment; for the bundled binary also the local view, the backend dir and the
+        stub check (before anything is started). Configure it through ServerSettings, not by overriding this."""
         s = self.settings
-        env = dict(os.environ)
+        env = {**os.environ, **s.env}
         if s.tritonserver:
             binary, repository, extra = _external_tritonserver(s.tritonserver), s.repository, []
+            env["PATH"] = _prepend(str(Path(sys.prefix) / "bin"), env.get("PATH"))
         else:
             binary = bundled_tritonserver()
-            _check_stub_environment()
+            env = stub_environment(binary, env)
+            if s.check_environment:
+                check_stub_environment(binary, env)
             repository = make_local_view(s.repository, work / "repository", gpu=gpu_available(),
                                          encoder_threads=s.encoder_threads)
             extra = [f"--backend-directory={make_backend_dir(binary, work / 'backends')}"]
-            libs = binary.parents[3] / "nvidia_pytriton.libs"
-            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH")) if p)
-        # The python stub runs the first python3 on PATH: this interpreter's environment (deps, numpy<2).
-        env["PATH"] = os.pathsep.join([str(Path(sys.prefix) / "bin"), env.get("PATH", "")])
         command = [str(binary), f"--model-repository={repository}", *extra,
                    f"--http-address={s.host}", f"--http-port={s.http_port}",
                    f"--grpc-address={s.host}", f"--grpc-port={s.grpc_port}",
                    f"--metrics-address={s.host}", f"--metrics-port={s.metrics_port}",
                    "--exit-on-error=false", f"--exit-timeout-secs={s.exit_timeout}",
-                   f"--log-verbose={s.log_verbose}"]
+                   f"--log-verbose={s.log_verbose}", *s.extra_args]
         return command, env
 
     def _get(self, path: str) -> int:
@@ -305,10 +332,29 @@ class TritonServer:
         self.stop()
 
 
+def _resolve_prctl():
+    """libc's prctl, looked up once at import: never in the forked child, where dlopen/dlsym could deadlock on a
+    loader lock that another thread of the parent held at fork time. None off Linux (or without a usable libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _resolve_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the launcher dies (even by SIGKILL), so no server is orphaned."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    """In the child before exec: SIGTERM it if the launcher dies (even by SIGKILL), so no server is orphaned.
+
+    Runs between fork and exec, so it only calls the prctl resolved at import (no library loading, no lookups)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -338,17 +384,141 @@ def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def _check_stub_environment() -> None:
-    """The python stub runs in this environment: numpy must be < 2 there (BYTES tensors break otherwise)."""
-    import numpy
-
-    if int(numpy.__version__.split(".")[0]) >= 2:
-        raise ConfigError(f"numpy {numpy.__version__} is installed in {sys.prefix}; the Triton python stub needs "
-                          "numpy<2 in the serving environment: pip install 'numpy<2'")
-    for module in ("tokenizers", "onnxruntime"):
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"{module} is missing from {sys.prefix}, which the python-backend models run in: "
-                              f"pip install {module}")
+def _prepend(path: str, rest: str | None) -> str:
+    return os.pathsep.join(p for p in (path, rest) if p)
 
 
-__all__ = ["ServeError", "ServerSettings", "TritonServer", "free_ports", "group_members", "make_local_view"]
+def _libpython_dir() -> str | None:
+    """This interpreter's shared-libpython directory when it has one there (pyenv/python-build put it in
+    ``<prefix>/lib``, off the loader's search path, so the stub would not find it without LD_LIBRARY_PATH)."""
+    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and soname and (Path(libdir) / soname).is_file():
+        return libdir
+    return None
+
+
+def stub_environment(binary: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` plus what the bundled server and its python stub need: the wheel's libraries and this interpreter's
+    libpython directory on LD_LIBRARY_PATH, and this interpreter's bin dir first on PATH (the stub runs the first
+    ``python3`` there, i.e. this environment with its deps and numpy<2)."""
+    env = dict(env)
+    libs = [str(binary.parents[3] / "nvidia_pytriton.libs")]
+    libdir = _libpython_dir()
+    if libdir:
+        libs.append(libdir)
+    env["LD_LIBRARY_PATH"] = _prepend(os.pathsep.join(libs), env.get("LD_LIBRARY_PATH"))
+    env["PATH"] = _prepend(str(Path(sys.prefix) / "bin"), env.get("PATH"))
+    return env
+
+
+STUB_MODULES = ("tokenizers", "onnxruntime")  # what the python-backend models import besides numpy
+
+
+@dataclass(frozen=True)
+class StubFacts:
+    """What decides whether Triton's python stub can run, gathered before the server starts (tests inject them)."""
+
+    stub_python: str                       # the version the stub was built for, e.g. "3.12" (this interpreter's)
+    python: str                            # the python3 whose environment the stub runs (first on the server's PATH)
+    python_version: str | None = None      # its major.minor; None: it could not be run
+    python_error: str = ""                 # why it could not be run
+    shared_libpython: bool = True          # its sysconfig Py_ENABLE_SHARED
+    unresolved: tuple[str, ...] | None = ()  # libraries the loader cannot find for the stub (ldd); None: no ldd
+    numpy: str | None = None               # numpy version importable there; None: missing
+    missing_modules: tuple[str, ...] = ()  # of STUB_MODULES
+
+
+def unresolved_libraries(ldd_output: str) -> tuple[str, ...]:
+    """The ``NAME => not found`` entries of ``ldd`` output."""
+    return tuple(re.findall(r"^\s*(\S+) => not found", ldd_output, flags=re.MULTILINE))
+
+
+_PROBE = ("import importlib.util, json, sys, sysconfig\n"
+          "try:\n    import numpy; v = numpy.__version__\nexcept ImportError:\n    v = None\n"
+          "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], 'numpy': v,"
+          " 'shared': bool(sysconfig.get_config_var('Py_ENABLE_SHARED')),"
+          " 'missing': [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]}))\n")
+
+
+def gather_stub_facts(stub: Path, env: Mapping[str, str]) -> StubFacts:
+    """Ask the loader (``ldd`` with the server's environment) what the stub cannot load, and the stub's python3
+    (run with ``-E``: the stub ignores PYTHONPATH and friends) for its version, numpy and modules."""
+    python = shutil.which("python3", path=env.get("PATH")) or "python3"
+    facts = {"stub_python": _STUB_PYTHON, "python": python}
+    try:
+        out = subprocess.run([python, "-E", "-c", _PROBE, *STUB_MODULES], env=dict(env), capture_output=True,
+                             text=True, timeout=60)
+        if out.returncode != 0:
+            raise OSError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
+        probe = json.loads(out.stdout.strip().splitlines()[-1])
+        facts.update(python_version=probe["version"], numpy=probe["numpy"], shared_libpython=probe["shared"],
+                     missing_modules=tuple(probe["missing"]))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        facts["python_error"] = str(exc)
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        log.info("no ldd on PATH: not checking that the python stub can load its libraries")
+        facts["unresolved"] = None
+    else:
+        out = subprocess.run([ldd, str(stub)], env=dict(env), capture_output=True, text=True, timeout=60)
+        facts["unresolved"] = unresolved_libraries(out.stdout + out.stderr)
+    return StubFacts(**facts)
+
+
+def stub_environment_problems(facts: StubFacts) -> list[str]:
+    """What keeps the stub from running, each with what to do; [] when nothing does."""
+    v, python = facts.stub_python, facts.python
+    if facts.python_version is None:
+        return [f"the Triton python stub runs the environment of the first python3 on PATH ({python}), which could "
+                f"not be run: {facts.python_error or 'unknown error'}"]
+    problems = []
+    if facts.python_version != v:
+        problems.append(f"the Triton python stub for Python {v} would run the environment of {python}, which is "
+                        f"Python {facts.python_version}: start the server from a Python {v} environment whose "
+                        "python3 comes first on PATH")
+    libpython = f"libpython{v}.so.1.0"
+    if facts.unresolved and libpython in facts.unresolved:
+        if not facts.shared_libpython:
+            problems.append(
+                f"this Python ({python}) was built without a shared libpython ({libpython} not found), which the "
+                f"Triton python stub loads: use a Python built with --enable-shared, e.g. "
+                f"PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install {v}, or the distro python{v} (with its "
+                f"libpython{v} package), and recreate the venv from it (make clean setup PYTHON=python{v})")
+        else:
+            problems.append(
+                f"{libpython}, which the Triton python stub loads, is not on the loader's path (LD_LIBRARY_PATH, "
+                f"ld.so cache) nor in this Python's LIBDIR ({sysconfig.get_config_var('LIBDIR')}): reinstall this "
+                f"Python with --enable-shared or install the distro's libpython{v} package")
+    others = [lib for lib in facts.unresolved or () if lib != libpython]
+    if others:
+        problems.append(f"the Triton python stub cannot load {', '.join(others)}: reinstall the wheel that bundles it "
+                        "with 'pip install --force-reinstall --no-deps nvidia-pytriton==0.7.0'")
+    where = f"the environment of {python}, which the python-backend models run in"
+    # numpy<2 has no wheels for 3.13 and newer: installing it is no way out there.
+    numpy1 = ("pip install 'numpy<2'" if tuple(map(int, v.split("."))) < (3, 13) else
+              f"numpy<2 has no wheels for Python {v}: serve from a Python 3.11 or 3.12 environment")
+    if facts.numpy is None:
+        problems.append(f"numpy is missing from {where}: {numpy1}")
+    elif int(facts.numpy.split(".")[0]) >= 2:
+        problems.append(f"numpy {facts.numpy} is installed in {where}; the Triton python stub needs numpy<2 in the "
+                        f"serving environment (BYTES tensors break otherwise): {numpy1}")
+    for module in facts.missing_modules:
+        problems.append(f"{module} is missing from {where}: pip install {module}")
+    return problems
+
+
+def check_stub_environment(binary: Path | None = None, env: Mapping[str, str] | None = None) -> StubFacts:
+    """Raise ConfigError, naming what to install, when the bundled server's python stub could not run with ``env``
+    (default: the environment the launcher gives the bundled ``binary``, by default the one in nvidia-pytriton)."""
+    binary = binary or bundled_tritonserver()
+    if env is None:
+        env = stub_environment(binary, os.environ)
+    facts = gather_stub_facts(stub_binary(binary), env)
+    problems = stub_environment_problems(facts)
+    if problems:
+        raise ConfigError("the Triton python stub cannot run here:\n  - " + "\n  - ".join(problems))
+    return facts
+
+
+__all__ = ["ServeError", "ServerSettings", "StubFacts", "TritonServer", "check_stub_environment", "free_ports",
+           "group_members", "make_local_view", "stub_environment_problems"]

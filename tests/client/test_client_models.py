@@ -29,14 +29,6 @@ from exporter.serve import ServerSettings, TritonServer
 pytestmark = pytest.mark.slow
 
 
-class ExplicitTriton(TritonServer):
-    """The project's launcher, started in explicit model-control mode with every model of the repository loaded."""
-
-    def _command(self, work: Path) -> tuple[list[str], dict[str, str]]:
-        command, env = super()._command(work)
-        return [*command, "--model-control-mode=explicit", "--load-model=*"], env
-
-
 def triton_post(server: TritonServer, path: str) -> bytes:
     request = urllib.request.Request(f"http://{server.http_url}{path}", data=b"{}", method="POST")
     with urllib.request.urlopen(request, timeout=120) as response:
@@ -71,7 +63,9 @@ def repository(fp32_repository, served_model, tmp_path_factory) -> tuple[Path, s
 
 @pytest.fixture(scope="module")
 def server(repository):
-    triton = ExplicitTriton(ServerSettings(repository[0], http_port=0, grpc_port=0, metrics_port=0))
+    # The project's launcher, in explicit model-control mode with every model of the repository loaded.
+    triton = TritonServer(ServerSettings(repository[0], http_port=0, grpc_port=0, metrics_port=0,
+                                         extra_args=("--model-control-mode=explicit", "--load-model=*")))
     triton.start()
     try:
         yield triton
