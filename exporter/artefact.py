@@ -23,7 +23,7 @@ from typing import Any
 
 from .atomic import remove_stale_staging, staging_name, swap_in
 from .cpu import cpu_info
-from .errors import ConfigError, ModelError
+from .errors import ExporterError, ExportError, GateError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .options import ExportOptions
 from .plan import Plan
@@ -31,7 +31,7 @@ from .precisions import PRECISIONS, BuildJob, RouteResult
 from .provenance import versions
 from .triton_config import runtime_class
 from .verification_set import verification_sentences
-from .verify import ExportError, GateError, GateResult, gate_statistic, reference_embeddings, run_gate
+from .verify import GateResult, gate_statistic, reference_embeddings, run_gate
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
         report = _report(plan, spec, work, result, gate)
         (work / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return _publish(work, out_root / plan.name)
-    except (ExportError, ConfigError, ModelError, OSError):
+    except (ExporterError, OSError):
         raise  # OSError: the caller names the location and what to do (full disk, read-only)
     except Exception as exc:  # a route's library failing (torch.onnx, ORT quantizer, bitsandbytes): one model
         raise ExportError(f"{plan.name} ({plan.precision}, {plan.route}) failed: {type(exc).__name__}: {exc}") \

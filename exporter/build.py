@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ModelError
+from .errors import ExportError, ModelError
 from .plan import Plan
 from .repository import ModelEntry, assemble, publish, staging
 from .triton_config import ServingOptions, check_options
@@ -42,7 +42,7 @@ def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], reposi
     """
     for plan in plans:
         check_options(plan, options)
-    from .artefact import ExportError, ExportOptions, export_artefact  # heavy (torch, transformers): after checks
+    from .artefact import ExportOptions, export_artefact  # heavy (torch, transformers): after checks
 
     start = time.perf_counter()
     try:

@@ -1,17 +1,20 @@
 """``python -m exporter``: a thin argparse layer. Parse -> call the stage -> print (human table or ``--json``).
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int`` and is
-registered once in :data:`COMMANDS`. Problems a user can fix (:class:`ConfigError`, :class:`ModelError`) print
-their message and exit 2; nothing else is caught here.
+registered once in :data:`COMMANDS`. :func:`main` is the one place that turns an error into an exit code: an
+:class:`~exporter.errors.ExporterError` prints ``error: <message>`` (and its notes) and returns the class's
+``exit_code`` (2 for configuration and model problems, 1 for a failed export or server); nothing else is caught.
+Teardown a command registers on ``args.cleanup`` (an :class:`contextlib.ExitStack`) runs after that message.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
-from .errors import ConfigError, ModelError
+from .errors import ExporterError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("exporter.cmd_plan", "show, per model, the resolved precision and why"),
@@ -42,8 +45,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except (ConfigError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with contextlib.ExitStack() as args.cleanup:
+        try:
+            return int(args._run(args) or 0)
+        except ExporterError as exc:
+            print(f"error: {exc}", *exc.notes, sep="\n", file=sys.stderr)
+            return exc.exit_code

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from .build import build_repository
 from .cmd_export import add_export_arguments, export_options
 from .context import add_model_arguments, load_context
 from .triton_config import ServingOptions
-from .verify import ExportError
+from .errors import ExportError
 
 DEFAULT_REPOSITORY = "model_repository"
 
@@ -52,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
         result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options,
                                   export_options=exporting)
     except ExportError as exc:  # includes a failed quality gate
-        print(f"error: {exc}\nnothing was published; {args.repository} is unchanged", file=sys.stderr)
-        return 1
+        raise exc.note(f"nothing was published; {args.repository} is unchanged")
     if args.json:
         print(json.dumps({"repository": str(result.repository), "seconds": round(result.seconds, 2),
                           **result.manifest}, indent=2))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import add_model_arguments, load_context
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ExportError, ModelError
 from .options import ExportOptions
 from .precisions import NAMES
 
@@ -80,7 +80,7 @@ def summary_line(report: dict[str, Any], path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .artefact import ExportError, export_artefact
+    from .artefact import export_artefact
 
     options = export_options(args)
     ctx = load_context(args)
@@ -103,4 +103,4 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"artefacts": [dict(r, path=str(p)) for r, p in reports], "failures": failures,
                           "seconds": round(time.perf_counter() - started, 2)}, indent=2))
-    return 1 if failures else 0
+    return ExportError.exit_code if failures else 0

@@ -10,7 +10,8 @@ import threading
 
 from .cmd_build import DEFAULT_REPOSITORY
 from .config import Config
-from .serve import ServeError, ServerSettings, TritonServer
+from .errors import ConfigError, ServeError
+from .serve import ServerSettings, TritonServer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
     Config.from_env().with_overrides(log_level=args.log_level).configure_logging()
     for flag in ("http_port", "grpc_port", "metrics_port"):
         if not 0 <= getattr(args, flag) <= 65535:
-            print(f"error: --{flag.replace('_', '-')}={getattr(args, flag)} is not a port; allowed: 0-65535",
-                  file=sys.stderr)
-            return 2
+            raise ConfigError(f"--{flag.replace('_', '-')}={getattr(args, flag)} is not a port; allowed: 0-65535")
     server = TritonServer(ServerSettings(
         repository=args.repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, tritonserver=args.tritonserver, ready_timeout=args.ready_timeout,
@@ -54,23 +53,20 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        try:
-            server.start()
-        except ServeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        _print_endpoints(server, args.json)
-        while not stop.wait(0.5):
-            if server.process is None or server.process.poll() is not None:
-                print(f"error: tritonserver exited unexpectedly\n{server.log_tail()}", file=sys.stderr)
-                return 1
-        return 0
-    finally:
+
+    @args.cleanup.callback  # after the CLI has printed any error
+    def teardown() -> None:
         server.stop(received[0] if received else signal.SIGTERM)
         print("tritonserver stopped", file=sys.stderr)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+    server.start()
+    _print_endpoints(server, args.json)
+    while not stop.wait(0.5):
+        if server.process is None or server.process.poll() is not None:
+            raise ServeError(f"tritonserver exited unexpectedly\n{server.log_tail()}")
+    return 0
 
 
 def _print_endpoints(server: TritonServer, as_json: bool) -> None:

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, ServeError
 from .repository import install_runner, read_manifest
 from .triton_config import python_runner_config
 from .triton_schema import model_config_pb2, parse, render
@@ -48,10 +48,6 @@ from .triton_schema import model_config_pb2, parse, render
 log = logging.getLogger(__name__)
 
 _STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-class ServeError(RuntimeError):
-    """The server did not become ready (or died): the message names the failing model and the log tail."""
 
 
 @dataclass(frozen=True)

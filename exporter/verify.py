@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import GateError
 from .precisions import get
 
 log = logging.getLogger(__name__)
@@ -32,19 +33,6 @@ Encoder = Callable[[dict[str, np.ndarray]], np.ndarray]
 STATISTICS = ("min_cosine", "mean_cosine", "p1")
 BATCH = 8  # small, length-sorted batches: measured fastest on CPU for this set (see _by_length)
 WORST_SHOWN = 5
-
-
-class ExportError(Exception):
-    """An artefact could not be built; nothing was published."""
-
-
-class GateError(ExportError):
-    """The artefact's vectors are further from the fp32 reference than the gate allows (nothing published).
-    ``gate`` holds the numbers (a :class:`GateResult`)."""
-
-    def __init__(self, message: str, gate: "GateResult"):
-        super().__init__(message)
-        self.gate = gate
 
 
 @dataclass(frozen=True)

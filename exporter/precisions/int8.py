@@ -87,7 +87,7 @@ def _refuse_cpu_dependent(path: Path) -> None:
     vectors would then depend on the serving CPU, and the gate's numbers would hold only where it ran."""
     import onnx
 
-    from ..verify import ExportError
+    from ..errors import ExportError
     from . import smoothquant
 
     found = smoothquant.saturating_gemms(onnx.load(str(path)))
