@@ -1,4 +1,5 @@
-# emb-provider: `make demo` runs the main job end to end, `make test` runs the whole suite.
+# emb-provider: `make demo` runs the main job end to end, `make test` runs the whole suite (what CI runs),
+# `make check` is the fast loop: ruff (lint + import order) and the unit tier (no model build, no Triton).
 #
 # make setup [PYTHON=python3.12] [VENV=.venv]: a venv with the export + serve stack and CPU torch.
 # Supported Pythons: 3.11 and 3.12 (3.11 preferred when PYTHON is not given). The pins rule the others out:
@@ -25,7 +26,7 @@ PY_VERSION := import sys; print("%d.%d" % sys.version_info[:2])
 STUB_CHECK := import sys; sys.excepthook = lambda t, e, tb: print(f"error: {e}", file=sys.stderr); \
 	from exporter.serve import check_stub_environment; check_stub_environment()
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test check clean
 
 setup: $(STAMP)
 
@@ -76,6 +77,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -ra
+
+# The unit tier (tests/conftest.py assigns tiers): in-process, under a minute on 2 cores.
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m unit
 
 clean:
 	rm -rf $(VENV) model_repository/*/ build dist *.egg-info

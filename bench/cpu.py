@@ -89,7 +89,7 @@ def _int_list(raw: str, flag: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in raw.split(",") if x.strip())
     except ValueError:
-        raise SystemExit(f"error: {flag}={raw!r} is not a comma-separated list of integers, e.g. 1,4,16")
+        raise SystemExit(f"error: {flag}={raw!r} is not a comma-separated list of integers, e.g. 1,4,16") from None
     if not values or min(values) < 1:
         raise SystemExit(f"error: {flag}={raw!r}: allowed: positive integers, e.g. 1,4,16")
     return values
@@ -112,7 +112,7 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
             changes["settings"] = replace(base.settings, repeats=args.repeats or base.settings.repeats,
                                           window_s=args.window or base.settings.window_s)
         except ValueError as exc:
-            raise SystemExit(f"error: {exc}")
+            raise SystemExit(f"error: {exc}") from None
     return replace(base, **changes)
 
 

@@ -54,7 +54,8 @@ VARIANTS: dict[str, tuple[str, str, str, str]] = {
     "ort-fp16-binding": ("ort", "fp16", "binding", "onnx-fp16 route, IO binding (device-resident I/O)"),
     "ort-fp16-cudagraph": ("ort", "fp16", "cudagraph", "onnx-fp16 route, IO binding + CUDA graph"),
     "ort-fp16-mha-binding": ("ort", "fp16-mha", "binding", "fp16 with MultiHeadAttention fusion, IO binding"),
-    "ort-int8": ("ort", "int8", "numpy", "onnx-int8-dynamic route (per-token int8, MatMulIntegerToFloat) on the CUDA provider"),
+    "ort-int8": ("ort", "int8", "numpy",
+                 "onnx-int8-dynamic route (per-token int8, MatMulIntegerToFloat) on the CUDA provider"),
 }
 # artefact kind -> the precision whose exporter route builds it (the fp16 lever variants derive from fp16's)
 ROUTE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "nf4": "int4", "bf16": "bf16"}

@@ -59,7 +59,6 @@ def serve_and_measure(repository: Path, model: str, runs: list[tuple[Batches, in
     """Start Triton on ``repository``, measure ``model`` for every ``(workload, concurrency)``, stop it.
     ``server_options``: extra :class:`~exporter.serve.ServerSettings` fields (ports are always picked free)."""
     from client import EmbeddingClient, Timeouts
-
     from exporter.serve import ServerSettings, TritonServer
 
     timeouts = Timeouts(request=REQUEST_TIMEOUT_S)

@@ -16,6 +16,12 @@ Fixtures (all session-scoped, built once per test run, on demand):
 
 Do not stop the shared server in a test; start your own ``TritonServer(ServerSettings(built_repository,
 http_port=0, grpc_port=0, metrics_port=0))`` for lifecycle tests.
+
+Tiers (markers registered in pyproject.toml, assigned here in :func:`pytest_collection_modifyitems`, so test files
+need no tier marks): a test is ``e2e`` when it is marked ``slow``, ``e2e`` or ``gpu``, lives under tests/e2e/, or
+uses a fixture that builds the bundled model or starts Triton (:data:`E2E_FIXTURES`); every other test is ``unit``.
+``make check`` runs ``-m unit`` (in-process, fakes instead of a server); ``make test`` runs everything. ``gpu`` tests
+are skipped on hosts without an NVIDIA GPU.
 """
 
 from __future__ import annotations
@@ -36,6 +42,57 @@ PRECISIONS = ("fp32", "int8", "int4")
 VERIFICATION_LIMIT = 64  # gate sentences per build: enough to catch a broken route, quick on 2 cores
 # Every route built for the tests must pass its own quality gate: a degraded artefact fails the fixture.
 ACCEPT_DEGRADED = False
+
+
+# Fixtures that build the bundled model or start a real Triton: a test using any of them (directly or through
+# another fixture) is e2e, never unit.
+E2E_FIXTURES = frozenset({"built_repository", "fp32_repository", "served_models", "served_model", "triton_server",
+                          "triton_http", "bundled_artefacts", "bundled_artefact"})
+E2E_DIRS = ("e2e",)  # tests/<dir>/: every test in it is e2e
+TIER_MARKS = frozenset({"slow", "e2e", "gpu"})
+
+
+def _has_gpu() -> bool:
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    gpu_skip = None if _has_gpu() else pytest.mark.skip(reason="needs an NVIDIA GPU (none on this host)")
+    for item in items:
+        marks = {m.name for m in item.iter_markers()}
+        rel = Path(str(item.path)).relative_to(tests) if Path(str(item.path)).is_relative_to(tests) else None
+        heavy = E2E_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if marks & TIER_MARKS or heavy or (rel is not None and rel.parts[0] in E2E_DIRS):
+            if "unit" in marks:
+                raise pytest.UsageError(f"{item.nodeid} is marked unit but is e2e "
+                                        f"({', '.join(sorted(marks & TIER_MARKS | heavy)) or 'tests/e2e'})")
+            item.add_marker(pytest.mark.e2e)
+        elif "unit" not in marks:
+            item.add_marker(pytest.mark.unit)
+        if "gpu" in marks and gpu_skip is not None:
+            item.add_marker(gpu_skip)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_never_start_triton(request, monkeypatch):
+    """A unit test that would launch the real tritonserver fails at once, naming the fix (fakes are fine)."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import subprocess
+
+    real_popen = subprocess.Popen
+
+    class GuardedPopen(real_popen):
+        def __init__(self, args, *rest, **kwargs):
+            argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+            program = Path(os.fsdecode(argv[0])) if argv else Path()
+            if program.name == "tritonserver" and "pytriton" in program.parts:
+                raise AssertionError(f"{request.node.nodeid} is a unit test but starts the real Triton: use the "
+                                     "fakes (tests/fakes/) or mark it slow/e2e")
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", GuardedPopen)
 
 
 def model_name(precision: str) -> str:
