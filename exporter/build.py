@@ -38,7 +38,7 @@ def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], reposi
     """Export every planned model and publish the repository atomically; raises before publishing on any error.
 
     ``model_dirs`` maps model id -> local directory (or the ModelError that says why it is unavailable), as
-    :func:`exporter.context.load_context` gives it.
+    :func:`exporter.cli.context.load_context` gives it.
     """
     for plan in plans:
         check_options(plan, options)

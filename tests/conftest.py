@@ -105,7 +105,7 @@ def build_bundled(dest: Path, precisions: list[str]) -> Path:
 
     from exporter.artefact import ExportOptions
     from exporter.build import build_repository
-    from exporter.context import add_model_arguments, load_context
+    from exporter.cli.context import add_model_arguments, load_context
 
     models_file = dest.parent / f"{dest.name}-models.yaml"
     models_file.write_text(yaml.safe_dump(

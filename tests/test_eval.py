@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
-from exporter.cmd_eval import BEGIN, END, write_docs
+from exporter.cli.eval import BEGIN, END, write_docs
 from exporter.cpu import cpu_info
 from exporter.errors import ConfigError
 from exporter.stsb import load_stsb, row

@@ -7,8 +7,8 @@ import json
 import logging
 
 from .context import add_model_arguments, load_context
-from .cpu import INT8_KERNELS, cpu_info
-from .errors import ModelError
+from ..cpu import INT8_KERNELS, cpu_info
+from ..errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ import contextlib
 import importlib
 import sys
 
-from .errors import ExporterError
+from ..errors import ExporterError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "plan": ("exporter.cmd_plan", "show, per model, the resolved precision and why"),
-    "build": ("exporter.cmd_build", "export the planned models and publish a Triton model repository"),
-    "serve": ("exporter.cmd_serve", "run a real local Triton server over a built repository"),
-    "export": ("exporter.cmd_export", "build, quality-gate and publish one artefact directory per model"),
-    "eval": ("exporter.cmd_eval", "STS-B Spearman per precision vs the sentence-transformers fp32 reference"),
+    "plan": ("exporter.cli.plan", "show, per model, the resolved precision and why"),
+    "build": ("exporter.cli.build", "export the planned models and publish a Triton model repository"),
+    "serve": ("exporter.cli.serve", "run a real local Triton server over a built repository"),
+    "export": ("exporter.cli.export", "build, quality-gate and publish one artefact directory per model"),
+    "eval": ("exporter.cli.eval", "STS-B Spearman per precision vs the sentence-transformers fp32 reference"),
 }
 
 

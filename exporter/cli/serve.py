@@ -8,10 +8,10 @@ import signal
 import sys
 import threading
 
-from .cmd_build import DEFAULT_REPOSITORY
-from .config import Config
-from .errors import ConfigError, ServeError
-from .serve import ServerSettings, TritonServer
+from .build import DEFAULT_REPOSITORY
+from ..config import Config
+from ..errors import ConfigError, ServeError
+from ..serve import ServerSettings, TritonServer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from .context import add_model_arguments, load_context
-from .cpu import CpuInfo, cpu_info
-from .errors import ModelError
-from .models import native_dtype
-from .plan import resolve_as
-from .precisions import NAMES
-from .stsb import load_stsb, row, spearman, timed_vectors
+from ..cpu import CpuInfo, cpu_info
+from ..errors import ModelError
+from ..models import native_dtype
+from ..plan import resolve_as
+from ..precisions import NAMES
+from ..stsb import load_stsb, row, spearman, timed_vectors
 
 BEGIN, END = "<!-- stsb-table:begin -->", "<!-- stsb-table:end -->"
 
@@ -42,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Build each precision, embed STS-B through its runtime, and compare with the reference."""
-    from .artefact import ExportOptions, export_artefact
-    from .triton_config import runtime_class
-    from .verify import cosines, encode, reference_embeddings
+    from ..artefact import ExportOptions, export_artefact
+    from ..triton_config import runtime_class
+    from ..verify import cosines, encode, reference_embeddings
 
     pairs = load_stsb(Path(args.stsb), args.pairs)
     ctx = load_context(args)

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .context import add_model_arguments, load_context
-from .errors import ConfigError, ExportError, ModelError
-from .options import ExportOptions
-from .precisions import NAMES
+from ..errors import ConfigError, ExportError, ModelError
+from ..options import ExportOptions
+from ..precisions import NAMES
 
 DEFAULT_OUT = "artefacts"
 
@@ -80,7 +80,7 @@ def summary_line(report: dict[str, Any], path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .artefact import export_artefact
+    from ..artefact import export_artefact
 
     options = export_options(args)
     ctx = load_context(args)

@@ -6,11 +6,11 @@ import argparse
 import logging
 from dataclasses import dataclass
 
-from .config import PRECISION_CHOICES, Config
-from .devices import DEVICE_FORMS, Device, resolve_device
-from .errors import ModelError
-from .models import ModelSpec, native_dtype, resolve_model_dir, specs_from_args
-from .plan import Plan, resolve_all
+from ..config import PRECISION_CHOICES, Config
+from ..devices import DEVICE_FORMS, Device, resolve_device
+from ..errors import ModelError
+from ..models import ModelSpec, native_dtype, resolve_model_dir, specs_from_args
+from ..plan import Plan, resolve_all
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from .build import build_repository
-from .cmd_export import add_export_arguments, export_options
+from ..build import build_repository
+from .export import add_export_arguments, export_options
 from .context import add_model_arguments, load_context
-from .triton_config import ServingOptions
-from .errors import ExportError
+from ..triton_config import ServingOptions
+from ..errors import ExportError
 
 DEFAULT_REPOSITORY = "model_repository"
 
