@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -115,9 +114,45 @@ def test_a_model_failing_internally_answers_500_to_that_request_only(triton_serv
     assert is_ready(url)
 
 
-# -- exporter build SIGKILLed at random points ----------------------------------------------------------------------
+# -- exporter build SIGKILLed at each of its stages ----------------------------------------------------------------
 
-def test_build_sigkilled_at_random_points_leaves_the_previous_repository_serving(
+# Kill points are events the build leaves in the file system (polled every few ms), not delays guessed from a timed
+# build: each one lands in its stage however loaded the machine is, and no whole build is spent measuring. In order:
+# its staging directory appears (imports and model loading done, export starting); the export has written its ONNX
+# graph inside its own staging directory (optimisation and quality gate running); the gate has passed and written
+# report.json (repository assembly and validation running, before the swap).
+KILL_POINTS = {
+    "staging directory created": lambda staging: staging.is_dir(),
+    "ONNX graph written": lambda staging: any(staging.glob(".artefacts/.*.building-*/model.onnx")),
+    "gate passed, repository being assembled": lambda staging: any(staging.glob(".artefacts/*/report.json")),
+}
+
+
+def _seen(event, staging: Path) -> bool:
+    try:
+        return event(staging)
+    except OSError:  # a directory vanished while it was listed: not seen yet
+        return False
+
+
+def _kill_build_at(command: list[str], repository: Path, point: str, timeout: float = 600.0) -> None:
+    """Start ``command`` (a build into ``repository``), SIGKILL its process group once ``point`` is seen."""
+    build = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    staging = repository.parent / f".{repository.name}.building-{build.pid}"  # exporter.atomic.staging_name
+    deadline = time.monotonic() + timeout
+    try:
+        while not _seen(KILL_POINTS[point], staging):
+            assert build.poll() is None, f"the build ended (code {build.returncode}) before {point!r} was seen"
+            assert time.monotonic() < deadline, f"{point!r} not seen within {timeout:.0f} s"
+            time.sleep(0.005)
+    finally:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.wait(timeout=30)
+    assert build.returncode == -signal.SIGKILL, f"the build ended by itself right after {point!r}"
+
+
+def test_build_sigkilled_at_each_stage_leaves_the_previous_repository_serving(
         built_repository, tmp_path, triton_server, fp32_model):
     from exporter.serve import ServerSettings, TritonServer
 
@@ -129,26 +164,13 @@ def test_build_sigkilled_at_random_points_leaves_the_previous_repository_serving
     models_file.write_text(yaml.safe_dump([{"model": MODEL, "name": name, "precision": "fp32"}]))
     before = (repository / "manifest.json").read_bytes()
     command = [sys.executable, "-m", "exporter", "build", "--models-file", str(models_file), "--device", "cpu",
-               "--log-level", "WARNING", "--repository"]
-    # Kill points are drawn inside the time one whole build takes on this machine now (a quiet box builds in
-    # ~10 s, a loaded one in over a minute), so every kill lands mid-build: imports, export, optimisation, gate.
-    started = time.monotonic()
-    subprocess.run(command + [str(tmp_path / "timing")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=600)
-    full_build = time.monotonic() - started
-    rng = random.Random(int(os.environ.get("RELIABILITY_SEED", "7")))
-    delays = [round(rng.uniform(0.5, 0.6 * full_build), 1) for _ in range(3)]
-    command.append(str(repository))
-    for delay in delays:
-        build = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        os.killpg(build.pid, signal.SIGKILL)
-        build.wait(timeout=30)
-        assert build.returncode == -signal.SIGKILL, \
-            f"the build ended by itself before {delay} s (a whole build took {full_build:.1f} s)"
-        assert (repository / "manifest.json").read_bytes() == before, f"killed after {delay} s: manifest changed"
-        assert manifest_mismatches(repository) == [], f"killed after {delay} s"
+               "--log-level", "WARNING", "--repository", str(repository)]
+    for point in KILL_POINTS:
+        _kill_build_at(command, repository, point)
+        assert (repository / "manifest.json").read_bytes() == before, f"killed at {point!r}: manifest changed"
+        assert manifest_mismatches(repository) == [], f"killed at {point!r}"
+    # each build removed the staging directory the build killed before it had left: only the last one's remains
+    assert len(list(tmp_path.glob(f".{repository.name}.building-*"))) == 1
     with TritonServer(ServerSettings(repository, http_port=0, grpc_port=0, metrics_port=0)) as server:
         served = infer(server.http_url, name, [text_tensor([PROBE])]).embedding()
     shared = infer(triton_server.http_url, fp32_model, [text_tensor([PROBE])]).embedding()
