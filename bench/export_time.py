@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             config = Config.from_env({"EMB_PROVIDER_MODEL_PRECISION": precision, "EMB_PROVIDER_DEVICE": "cuda:8.0"})
             spec = ModelSpec(args.model, f"{derive_name(args.model)}-{precision}")
             plan = resolve(spec, config, resolve_device(config.device))
-            path = export_artefact(plan, model_dir, Path(out))
-            report = json.loads((path / "report.json").read_text())
+            report = export_artefact(plan, model_dir, Path(out)).report
             runs.append({"precision": precision, "timings": report["timings"],
                          "size_ratio_vs_fp32": report["size_ratio_vs_fp32"],
                          "gate": {k: report["gate"][k] for k in ("statistic", "min_cosine", "mean_cosine", "passed")}})

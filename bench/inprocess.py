@@ -48,9 +48,10 @@ def artefact_runner(spec: dict[str, Any]) -> Loader:
     imported, so an ONNX route's RSS is what an ONNX Runtime process pays, without torch."""
     from tokenizers import Tokenizer
 
+    from exporter import read_report
     from exporter.triton_config import runtime_class
 
-    report = json.loads((Path(spec["path"]) / "report.json").read_text(encoding="utf-8"))
+    report = read_report(Path(spec["path"]))  # written by the build, in another process
     encoder_cls = runtime_class(report["runtime"])
     fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 

@@ -7,7 +7,6 @@ of ``exporter eval``), so the benchmark reports what the quality gate and the ev
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,12 @@ class StsbQuality:
 
     def score(self, encoder_dir: Path, tokenizer_dir: Path) -> dict[str, float]:
         """Spearman (and its delta to the reference) and min/p1/mean cosine vs fp32 for one built encoder."""
-        from exporter.artefact import REPORT_FILE
+        from exporter import read_report
         from exporter.stsb import spearman
         from exporter.triton_config import runtime_class
         from exporter.verify import cosines, encode
 
-        report = json.loads((encoder_dir / REPORT_FILE).read_text(encoding="utf-8"))
+        report = read_report(encoder_dir)
         encoder = runtime_class(report["runtime"])(str(encoder_dir))
         vectors = encode(encoder, tokenizer_dir, self.sentences, report["max_seq_length"])
         cos = cosines(vectors, self.reference)

@@ -8,7 +8,6 @@ that dies on int4 would publish nothing about fp32 and int8.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -70,9 +69,9 @@ def _artefact_dirs(repository: Path, entry: dict[str, Any]) -> tuple[Path, Path]
 
 
 def _precision_info(encoder_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    from exporter.artefact import REPORT_FILE
+    from exporter import read_report
 
-    report = json.loads((encoder_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    report = read_report(encoder_dir)  # the published copy: the build's record is not kept past the build
     return {"route": entry["route"], "runtime": entry["runtime"], "weights_bytes": report["weights_bytes"],
             "size_ratio": report["size_ratio_vs_fp32"], "gate": {k: report["gate"][k] for k in
                                                                   ("min_cosine", "mean_cosine", "passed")},

@@ -1,6 +1,6 @@
 """The public entry point: build, verify and publish one artefact directory per plan.
 
-``export_artefact(plan, model_dir, out_root, options)`` runs the plan's build (:mod:`exporter.precisions`), copies
+``export_artefact(plan, model_dir, out_root, options) -> Artefact`` runs the plan's build (:mod:`exporter.precisions`), copies
 the tokenizer, runs the quality gate through the artefact's own runtime loader, writes ``report.json`` and then
 publishes ``out_root/<plan.name>/`` atomically: everything is written to a temporary directory beside it and
 renamed into place only when complete, so a failed or interrupted build never leaves a half-written artefact
@@ -29,20 +29,20 @@ from .options import ExportOptions
 from .plan import Plan
 from .precisions import PRECISIONS, BuildJob, RouteResult
 from .provenance import versions
+from .records import FORMAT_VERSION, REPORT_FILE, Artefact
 from .triton_config import runtime_class
 from .verification_set import verification_sentences
 from .verify import GateResult, gate_statistic, reference_embeddings, run_gate
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.json"
 TOKENIZER_DIR = "tokenizer"
 
-__all__ = ["ExportError", "ExportOptions", "GateError", "export_artefact"]
+__all__ = ["Artefact", "ExportError", "ExportOptions", "GateError", "REPORT_FILE", "export_artefact"]
 
 
-def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: ExportOptions = ExportOptions()) -> Path:
-    """Build, gate and atomically publish ``out_root/<plan.name>/``; returns that path.
+def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: ExportOptions = ExportOptions()) -> Artefact:
+    """Build, gate and atomically publish ``out_root/<plan.name>/``; returns its path and report.
 
     Raises :class:`GateError` when the gate fails (unless ``options.accept_degraded``), :class:`ExportError`
     for a route this build cannot make, :class:`~exporter.errors.ModelError` for an unusable model directory.
@@ -68,9 +68,10 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
         with result.timed("gate"):
             gate = _gate(plan, spec, work, options)
         result.timings["total"] = round(time.perf_counter() - started, 3)
-        report = _report(plan, spec, work, result, gate)
-        (work / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return _publish(work, out_root / plan.name)
+        text = json.dumps(_report(plan, spec, work, result, gate), indent=2, ensure_ascii=False)
+        (work / REPORT_FILE).write_text(text + "\n", encoding="utf-8")
+        report = json.loads(text)  # the record holds exactly what report.json says (lists, not tuples)
+        return Artefact(_publish(work, out_root / plan.name), report)
     except (ExporterError, OSError):
         raise  # OSError: the caller names the location and what to do (full disk, read-only)
     except Exception as exc:  # a route's library failing (torch.onnx, ORT quantizer, bitsandbytes): one model
@@ -114,6 +115,7 @@ def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate
     files = _file_records(work)
     weight_bytes = sum(files[f]["bytes"] for f in result.files if f in files)
     return {
+        "format_version": FORMAT_VERSION,
         "name": plan.name,
         "model": plan.model,
         "precision": plan.precision,

@@ -55,7 +55,7 @@ def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], reposi
                 log.info("exporting %s as %s (%s, %s)", plan.model, plan.name, plan.precision, plan.route)
                 artefact = export_artefact(plan, Path(model_dir), root / ARTEFACTS,
                                            export_options or ExportOptions())
-                entries.append(ModelEntry(plan, Path(artefact)))
+                entries.append(ModelEntry(plan, artefact))
             manifest = assemble(root, entries, options)
             shutil.rmtree(root / ARTEFACTS, ignore_errors=True)
             publish(root, Path(repository))

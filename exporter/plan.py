@@ -3,17 +3,22 @@
 Precedence (the precision guide): 1 per-model override > 2 global setting > 3 the model's native dtype >
 4 device capability > 5 fp32 default. Every step leaves one line in ``Plan.reasons`` (decided, not applicable or
 not consulted), and every fallback taken adds a line, so ``exporter plan`` explains each choice completely.
+
+:func:`make_plans` is the one way in from a config and a model list (the CLI, the tests and the benchmarks use it);
+:func:`resolve` and :func:`resolve_as` plan one model.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from .config import PREFIX, Config
-from .devices import Device
-from .models import ModelSpec
+from .devices import Device, resolve_device
+from .errors import ModelError
+from .models import ModelSpec, native_dtype, resolve_model_dir, specs_from_args
 from .precisions import QUANTIZATION_METHODS, for_native_dtype, get
 
 log = logging.getLogger(__name__)
@@ -209,3 +214,64 @@ def resolve_all(specs: list[ModelSpec], config: Config, device: Device,
         log.warning("%sMODEL_PRECISION_OVERRIDES keys match no model, name or group: %s", PREFIX,
                     ", ".join(unmatched))
     return [resolve(s, config, device, natives.get(s.model)) for s in specs]
+
+
+@dataclass(frozen=True)
+class PlanSet:
+    """What :func:`make_plans` resolved: the config, the target device, the models, where each model's files are,
+    and one plan per model (iterating a PlanSet yields the plans)."""
+
+    config: Config
+    device: Device
+    specs: list[ModelSpec]
+    model_dirs: dict[str, Path | ModelError]  # model id -> local directory, or the ModelError saying why not
+    plans: list[Plan]
+
+    def __iter__(self) -> Iterator[Plan]:
+        return iter(self.plans)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def model_dir(self, model: str) -> Path:
+        """The local directory of ``model``; raises its :class:`ModelError` when it is unavailable."""
+        where = self.model_dirs[model]
+        if isinstance(where, ModelError):
+            raise where
+        return where
+
+
+def make_plans(models: Iterable[str | ModelSpec] | None = None, *, models_file: str | Path | None = None,
+               config: Config | None = None, device: str | None = None, precision: str | None = None) -> PlanSet:
+    """Plans for ``models`` on the target device, with the reason chain behind each precision.
+
+    Args:
+        models: hub ids or local model directories (their names derived), or :class:`ModelSpec` objects; with
+            neither ``models`` nor ``models_file``, the bundled default model.
+        models_file: a YAML models file (model, name, group, max_length, precision), added to ``models``.
+        config: the settings (default: ``Config.from_env()``, the ``EMB_PROVIDER_*`` variables).
+        device: the serving target (e.g. ``"cpu"``, ``"cuda:8.0"``), overriding ``config.device``.
+        precision: the global precision for this run, overriding ``config.model_precision``.
+
+    Returns:
+        A :class:`PlanSet`. A model whose files cannot be found still gets a plan (its native dtype unknown); its
+        :class:`ModelError` is kept in ``model_dirs`` and raised by ``PlanSet.model_dir``.
+
+    Raises:
+        ConfigError: an invalid setting, device or models file, or two models with one name.
+    """
+    config = (config or Config.from_env()).with_overrides(device=device, model_precision=precision)
+    target = resolve_device(config.device)
+    given = list(models or [])
+    specs = [m for m in given if isinstance(m, ModelSpec)]
+    ids = [m for m in given if not isinstance(m, ModelSpec)]
+    if ids or models_file or not specs:
+        specs += specs_from_args(ids, str(models_file) if models_file else None)
+    dirs: dict[str, Path | ModelError] = {}
+    for spec in specs:
+        try:
+            dirs[spec.model] = resolve_model_dir(spec.model)
+        except ModelError as exc:
+            dirs[spec.model] = exc
+    natives = {m: None if isinstance(d, ModelError) else native_dtype(d) for m, d in dirs.items()}
+    return PlanSet(config, target, specs, dirs, resolve_all(specs, config, target, natives))

@@ -31,6 +31,7 @@ from .atomic import remove_stale_staging, staging_name, swap_in
 from .errors import ConfigError
 from .plan import Plan
 from .precisions import PRECISIONS
+from .records import FORMAT_VERSION, Artefact, read_json
 from .triton_config import (ENCODER_OUTPUT, RUNTIME_LOADERS, TOKENIZER_DIR, ArtefactInfo, ServingOptions,
                             encoder_config, ensemble_config, tokenizer_config)
 from .triton_schema import SchemaError, render, validate_file
@@ -38,7 +39,6 @@ from .triton_schema import SchemaError, render, validate_file
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 MODELS_DIR = Path(__file__).parent / "triton_models"
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 _PLACEHOLDER_FILES = {"README.md", ".gitkeep"}
@@ -65,14 +65,19 @@ The ensemble's and the encoder's `parameters` record `precision`, `route`, `dim`
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model to publish: its plan and the artefact directory that export produced for it."""
+    """One model to publish: its plan and the artefact that export produced for it (an artefact directory given
+    as a path is read from disk)."""
 
     plan: Plan
-    artefact: Path
+    artefact: Artefact
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.artefact, Artefact):
+            object.__setattr__(self, "artefact", Artefact.load(Path(self.artefact)))
 
     @property
     def report(self) -> dict[str, Any]:
-        return json.loads((self.artefact / "report.json").read_text(encoding="utf-8"))
+        return self.artefact.report
 
 
 @contextlib.contextmanager
@@ -100,7 +105,7 @@ def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions) -> 
     (root / "README.md").write_text(README, encoding="utf-8")
     (root / ".gitkeep").touch()
     manifest = {
-        "format": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "tool_versions": tool_versions(reports),
         "serving": asdict(options),
@@ -125,9 +130,9 @@ def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict
         (root / model / "config.pbtxt").write_text(render(config), encoding="utf-8")
     tokenizer_dir = root / f"{plan.name}_tokenizer" / "1"
     shutil.copy2(MODELS_DIR / "tokenizer_model.py", tokenizer_dir / "model.py")
-    shutil.copytree(entry.artefact / TOKENIZER_DIR, tokenizer_dir / TOKENIZER_DIR, copy_function=_link_or_copy)
+    shutil.copytree(entry.artefact.path / TOKENIZER_DIR, tokenizer_dir / TOKENIZER_DIR, copy_function=_link_or_copy)
     encoder_dir = root / f"{plan.name}_encoder" / "1"
-    for item in entry.artefact.iterdir():
+    for item in entry.artefact.path.iterdir():
         if item.name != TOKENIZER_DIR:
             (shutil.copytree(item, encoder_dir / item.name, copy_function=_link_or_copy) if item.is_dir()
              else _link_or_copy(item, encoder_dir / item.name))
@@ -255,10 +260,10 @@ def tool_versions(reports: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
-    """The manifest of a published repository, or a ConfigError saying it is not one."""
+    """The manifest of a published repository, or a ConfigError saying it is not one (or is of a newer format)."""
     path = Path(root) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except FileNotFoundError:
         raise ConfigError(f"{root} is not a model repository built by 'exporter build': {MANIFEST} is missing; "
                           "run 'python -m exporter build' first") from None

@@ -26,7 +26,6 @@ are skipped on hosts without an NVIDIA GPU.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import os
 import shutil
@@ -100,20 +99,12 @@ def model_name(precision: str) -> str:
 
 
 def build_bundled(dest: Path, precisions: list[str]) -> Path:
-    """Build the bundled model at ``precisions`` into ``dest`` through the same code path as the CLI."""
-    import yaml
+    """Build the bundled model at ``precisions`` into ``dest`` through the library API the CLI uses."""
+    from exporter import ExportOptions, build_repository, make_plans
+    from exporter.models import ModelSpec
 
-    from exporter.artefact import ExportOptions
-    from exporter.build import build_repository
-    from exporter.cli.context import add_model_arguments, load_context
-
-    models_file = dest.parent / f"{dest.name}-models.yaml"
-    models_file.write_text(yaml.safe_dump(
-        [{"model": MODEL, "name": model_name(p), "precision": p} for p in precisions]))
-    parser = argparse.ArgumentParser()
-    add_model_arguments(parser)
-    ctx = load_context(parser.parse_args(["--models-file", str(models_file), "--device", "cpu"]))
-    build_repository(ctx.plans, ctx.model_dirs, dest,
+    plans = make_plans([ModelSpec(MODEL, model_name(p), precision=p) for p in precisions], device="cpu")
+    build_repository(plans.plans, plans.model_dirs, dest,
                      export_options=ExportOptions(verification_limit=VERIFICATION_LIMIT,
                                                 accept_degraded=ACCEPT_DEGRADED))
     return dest

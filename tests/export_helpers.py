@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from exporter.config import Config
@@ -52,4 +51,7 @@ def tiny_st_model(path: Path, pooling: str = "mean", dense: bool = False, normal
 
 
 def read_report(artefact: Path) -> dict:
-    return json.loads((artefact / "report.json").read_text(encoding="utf-8"))
+    """An artefact's report.json as on disk (its format version checked); tests holding the record use .report."""
+    from exporter.records import read_report as read
+
+    return read(artefact)

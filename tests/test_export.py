@@ -44,8 +44,9 @@ def test_bundled_spec_reads_sentence_transformers_files():
                                            ("cls", True)])
 def test_pooling_variants_match_sentence_transformers(tmp_path, pooling, dense):
     model = tiny_st_model(tmp_path, pooling=pooling, dense=dense)
-    path = export_artefact(plan_for("fp32", "tiny"), model, tmp_path / "out", ExportOptions(verification_limit=LIMIT))
-    report = read_report(path)
+    artefact = export_artefact(plan_for("fp32", "tiny"), model, tmp_path / "out",
+                               ExportOptions(verification_limit=LIMIT))
+    report = artefact.report
     assert report["gate"]["passed"] and report["gate"]["min_cosine"] >= 0.99999
     assert report["encoder"]["pooling"] == [pooling]
     assert report["dim"] == (32 if dense else 64) and report["max_seq_length"] == 64
@@ -55,9 +56,10 @@ def test_pooling_variants_match_sentence_transformers(tmp_path, pooling, dense):
 def test_plain_hf_model_gets_mean_pooling_and_normalize_with_warning(tiny_mean, tmp_path, caplog):
     plain = tiny_mean.parent / "hf"  # the transformer dir alone: no modules.json
     with caplog.at_level(logging.WARNING, logger="exporter"):
-        path = export_artefact(plan_for("fp32", "plain"), plain, tmp_path, ExportOptions(verification_limit=LIMIT))
+        artefact = export_artefact(plan_for("fp32", "plain"), plain, tmp_path,
+                                   ExportOptions(verification_limit=LIMIT))
     assert any("no modules.json" in r.getMessage() for r in caplog.records)
-    report = read_report(path)
+    report = artefact.report
     assert report["encoder"]["pooling"] == ["mean"] and report["encoder"]["normalize"] is True
     assert report["encoder"]["sentence_transformers"] is False and report["gate"]["passed"]
 
@@ -93,17 +95,17 @@ def _leftovers(out):
 def test_failed_gate_keeps_previous_artefact_and_accept_degraded_records_it(tmp_path, tiny_mean):
     plan = plan_for("fp32", "tiny")
     first = export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
-    before = (first / "report.json").read_bytes()
+    before = (first.path / "report.json").read_bytes()
     with pytest.raises(GateError) as info:
         export_artefact(plan, tiny_mean, tmp_path, ExportOptions(thresholds={"fp32": 1.5}, verification_limit=LIMIT))
     message = str(info.value)
     assert "quality gate failed for tiny (fp32, onnx-fp32): min cosine" in message and "< threshold 1.5" in message
     assert "worst sentences:" in message and "--accept-degraded" in message and "mean" in message
     assert info.value.gate.passed is False and len(info.value.gate.worst) == 5
-    assert (first / "report.json").read_bytes() == before and _leftovers(tmp_path) == []
+    assert (first.path / "report.json").read_bytes() == before and _leftovers(tmp_path) == []
     degraded = export_artefact(plan, tiny_mean, tmp_path,
                                ExportOptions(thresholds={"fp32": 1.5}, accept_degraded=True, verification_limit=LIMIT))
-    gate = read_report(degraded)["gate"]
+    gate = degraded.report["gate"]
     assert (gate["passed"], gate["accepted_degraded"], gate["threshold"]) == (False, True, 1.5)
 
 
@@ -123,11 +125,11 @@ def test_interrupted_export_leaves_nothing_and_keeps_previous(tmp_path, tiny_mea
     assert list(tmp_path.iterdir()) == []  # first build interrupted: no artefact, no temp dir
     monkeypatch.setitem(PRECISIONS, "fp32", real)
     first = export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
-    files = read_report(first)["files"]
+    files = first.report["files"]
     monkeypatch.setitem(PRECISIONS, "fp32", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_artefact(plan, tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
-    assert read_report(first)["files"] == files and _leftovers(tmp_path) == []
+    assert read_report(first.path)["files"] == files and _leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
@@ -197,9 +199,10 @@ def test_fp16_for_architecture_unknown_to_optimizer_falls_back_with_warning(tmp_
 
     monkeypatch.setattr(_onnx, "OPTIMIZER_TYPES", {})  # as if BERT were an architecture it has no fusions for
     with caplog.at_level(logging.WARNING, logger="exporter"):
-        path = export_artefact(plan_for("fp16", "tiny16"), tiny_mean, tmp_path, ExportOptions(verification_limit=LIMIT))
+        artefact = export_artefact(plan_for("fp16", "tiny16"), tiny_mean, tmp_path,
+                                   ExportOptions(verification_limit=LIMIT))
     assert any("no fusions for model_type='bert'" in r.getMessage() for r in caplog.records)
-    report = read_report(path)
+    report = artefact.report
     assert report["route_details"]["optimizer"].startswith("none (model_type 'bert' unknown")
     assert report["gate"]["passed"] and report["gate"]["min_cosine"] >= 0.999
 

@@ -16,7 +16,7 @@ from exporter.runtime.onnx_encoder import OnnxEncoder
 from exporter.precisions.smoothquant import saturating_gemms
 from exporter.verify import cosines, encode
 
-from export_helpers import bundled_dir, plan_for, read_report
+from export_helpers import bundled_dir, plan_for
 from int8_kernels import gemm_exact, gemm_pairs_saturated, integer_gemm_operands
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def reference_model():
 
 @pytest.mark.parametrize("precision", list(LIMITS))
 def test_gate_passes_with_default_threshold(artefacts, precision):
-    gate = read_report(artefacts[precision])["gate"]
+    gate = artefacts[precision].report["gate"]
     assert gate["passed"] and not gate["accepted_degraded"]
     assert gate["statistic"] == "min_cosine"
     assert gate["min_cosine"] >= gate["threshold"] == {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}[precision]
@@ -53,13 +53,12 @@ def test_gate_passes_with_default_threshold(artefacts, precision):
 def test_fp32_gated_on_whole_verification_set(artefacts):
     from exporter.verification_set import verification_sentences
 
-    assert read_report(artefacts["fp32"])["gate"]["sentences"] == len(verification_sentences()) >= 250
+    assert artefacts["fp32"].report["gate"]["sentences"] == len(verification_sentences()) >= 250
 
 
 @pytest.mark.parametrize("precision", list(LIMITS))
 def test_report_contents(artefacts, precision):
-    path = artefacts[precision]
-    report = read_report(path)
+    path, report = artefacts[precision].path, artefacts[precision].report
     assert path.name == f"m-{precision}"
     assert report["name"] == path.name and report["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert (report["precision"], report["runtime"], report["output"]) == (precision, "onnx", "sentence_embedding")
@@ -81,7 +80,7 @@ def test_report_contents(artefacts, precision):
 
 @pytest.mark.parametrize("precision", list(LIMITS))
 def test_graph_signature(artefacts, precision):
-    model = onnx.load(str(artefacts[precision] / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(artefacts[precision].path / "model.onnx"), load_external_data=False)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     for tensor in model.graph.input:
         assert tensor.type.tensor_type.elem_type == onnx.TensorProto.INT64
@@ -97,13 +96,13 @@ def test_graph_signature(artefacts, precision):
 def test_runtime_matches_sentence_transformers_in_any_batch(artefacts, reference_model, precision):
     sentences = ["hi", "A man is playing a guitar on the street corner.", "東京タワーは夜になるときれいに光ります。",
                  "def add(a, b): return a + b", "word " * 400]
-    encoder = OnnxEncoder(str(artefacts[precision]), threads=2)
+    encoder = OnnxEncoder(str(artefacts[precision].path), threads=2)
     assert encoder.input_names == ["input_ids", "attention_mask", "token_type_ids"]
-    tokenizer_dir = artefacts[precision] / "tokenizer"
+    tokenizer_dir = artefacts[precision].path / "tokenizer"
     batched = encode(encoder, tokenizer_dir, sentences, 256)
     single = np.concatenate([encode(encoder, tokenizer_dir, [s], 256) for s in sentences])
     reference = reference_model.encode(sentences)
-    threshold = read_report(artefacts[precision])["gate"]["threshold"]
+    threshold = artefacts[precision].report["gate"]["threshold"]
     assert batched.dtype == np.float32 and batched.shape == (5, 384)
     assert cosines(batched, reference).min() >= threshold
     assert cosines(single, reference).min() >= threshold
@@ -111,13 +110,13 @@ def test_runtime_matches_sentence_transformers_in_any_batch(artefacts, reference
 
 
 def test_fp16_graph_stores_half_weights(artefacts):
-    model = onnx.load(str(artefacts["fp16"] / "model.onnx"))
+    model = onnx.load(str(artefacts["fp16"].path / "model.onnx"))
     kinds = {init.data_type for init in model.graph.initializer if len(init.dims) == 2}
     assert onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds
 
 
 def test_int8_graph_has_no_float_matrices(artefacts):
-    model = onnx.load(str(artefacts["int8"] / "model.onnx"))
+    model = onnx.load(str(artefacts["int8"].path / "model.onnx"))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MatMulIntegerToFloat") == 36 and "MatMul" not in ops  # 6 layers x (Q, K, V, out, FFN x 2)
     assert ops.count("QuantizeLinear") == 24  # Q, K and V share one quantized input
@@ -130,15 +129,15 @@ def test_int8_graph_has_no_float_matrices(artefacts):
 def test_every_layer_gets_fused_attention(artefacts, precision):
     # without it the fp16 graph runs at ~0.7x of torch fp16 on a GPU (docs/benchmarks/gpu.md); int8 keeps the
     # Q/K/V projections outside the fused node (MultiHeadAttention) so that they can be quantized
-    optimizer = read_report(artefacts[precision])["route_details"]["optimizer"]
+    optimizer = artefacts[precision].report["route_details"]["optimizer"]
     assert optimizer["attention_fused_layers"] == "6/6"
     assert optimizer["fused"]["MultiHeadAttention" if precision == "int8" else "Attention"] == 6
 
 
 def test_int8_vectors_do_not_depend_on_batch_neighbours(artefacts):
     # one activation scale per token: what else is in the batch cannot move a vector
-    encoder = OnnxEncoder(str(artefacts["int8"]), threads=2)
-    tokenizer_dir = artefacts["int8"] / "tokenizer"
+    encoder = OnnxEncoder(str(artefacts["int8"].path), threads=2)
+    tokenizer_dir = artefacts["int8"].path / "tokenizer"
     texts = ["yes", "A man is playing a guitar on the street corner.", "word " * 300]
     batched = encode(encoder, tokenizer_dir, texts, 256, batch=3)
     single = np.concatenate([encode(encoder, tokenizer_dir, [t], 256) for t in texts])
@@ -151,12 +150,12 @@ HARD_TEXTS = ["ISBN 978-3-16-148410-0", "?", "a" * 400, "Visit https://example.o
 
 def test_int8_gemms_are_exact_on_every_cpu(artefacts):
     # the graph invariant: every adjacent weight pair within 128, so 255 x 128 never overflows int16
-    model = onnx.load(str(artefacts["int8"] / "model.onnx"))
+    model = onnx.load(str(artefacts["int8"].path / "model.onnx"))
     assert saturating_gemms(model) == []
-    assert read_report(artefacts["int8"])["route_details"]["int8"]["saturating_gemms"] == 0
+    assert artefacts["int8"].report["route_details"]["int8"]["saturating_gemms"] == 0
     # and its consequence, on this CPU whatever it is: the AVX2 kernel's arithmetic, modelled in numpy, gives
     # every GEMM's exact sums on the real activations of hard inputs
-    feeds = _token_feeds(artefacts["int8"], HARD_TEXTS)
+    feeds = _token_feeds(artefacts["int8"].path, HARD_TEXTS)
     operands = integer_gemm_operands(model, feeds)
     assert len(operands) == 36
     for name, a, b in operands:
@@ -166,8 +165,8 @@ def test_int8_gemms_are_exact_on_every_cpu(artefacts):
 def test_the_saturation_check_fails_the_full_range_recipe(artefacts):
     # the recipe before the fix: weights scaled to +-127 per column. Same activations, same float weights: the
     # model of the AVX2 kernel must see overflowing pairs, and the graph check must name the GEMMs
-    model = onnx.load(str(artefacts["int8"] / "model.onnx"))
-    operands = integer_gemm_operands(model, _token_feeds(artefacts["int8"], HARD_TEXTS))
+    model = onnx.load(str(artefacts["int8"].path / "model.onnx"))
+    operands = integer_gemm_operands(model, _token_feeds(artefacts["int8"].path, HARD_TEXTS))
     scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     gemms = {n.name: n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"}
     differs = 0

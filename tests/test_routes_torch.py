@@ -12,7 +12,7 @@ from exporter.artefact import ExportOptions, export_artefact
 from exporter.runtime.torch_encoder import TorchEncoder
 from exporter.verify import cosines, encode
 
-from export_helpers import bundled_dir, plan_for, read_report
+from export_helpers import bundled_dir, plan_for
 
 pytestmark = pytest.mark.slow
 LIMIT = 32  # bitsandbytes NF4 on CPU is slow (no optimised CPU kernel here): a spread subset is enough
@@ -28,8 +28,7 @@ def artefacts(tmp_path_factory):
 
 @pytest.mark.parametrize("precision", list(MAX_SIZE_RATIO))
 def test_gate_size_and_layout(artefacts, precision):
-    path = artefacts[precision]
-    report = read_report(path)
+    path, report = artefacts[precision].path, artefacts[precision].report
     assert report["runtime"] == "torch" and report["route"] == {"int4": "torch-bnb-nf4", "bf16": "torch-bf16"}[
         precision]
     gate = report["gate"]
@@ -47,7 +46,7 @@ def test_gate_size_and_layout(artefacts, precision):
 def test_int4_stores_nf4_linears_and_int8_embeddings(artefacts):
     from safetensors import safe_open
 
-    with safe_open(str(artefacts["int4"] / "model.safetensors"), "pt") as fh:
+    with safe_open(str(artefacts["int4"].path / "model.safetensors"), "pt") as fh:
         keys = list(fh.keys())
         table = fh.get_tensor("transformer.embeddings.word_embeddings.weight.int8")
     assert sum(k.endswith(".quant_state.bitsandbytes__nf4") for k in keys) == 6 * 6 + 1  # 6 layers x 6 + pooler
@@ -62,10 +61,10 @@ def test_runtime_loader_matches_sentence_transformers(artefacts, precision):
 
     sentences = ["A man is playing a guitar on the street corner.", "Le chat dort sur le canapé.",
                  "SELECT name FROM users;", "word " * 300]
-    encoder = TorchEncoder(str(artefacts[precision]))
+    encoder = TorchEncoder(str(artefacts[precision].path))
     if precision == "int4":
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in encoder.module.modules())
-    got = encode(encoder, artefacts[precision] / "tokenizer", sentences, 256)
+    got = encode(encoder, artefacts[precision].path / "tokenizer", sentences, 256)
     reference = SentenceTransformer(str(bundled_dir()), device="cpu").encode(sentences)
     assert got.dtype == np.float32 and got.shape == (4, 384)
     cos = cosines(got, reference)
@@ -76,5 +75,5 @@ def test_bf16_loader_does_not_need_bitsandbytes(artefacts, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a GPU image without bitsandbytes
-    encoder = TorchEncoder(str(artefacts["bf16"]))
+    encoder = TorchEncoder(str(artefacts["bf16"].path))
     assert str(next(encoder.module.parameters()).dtype) == "torch.bfloat16"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
 
 from ..config import PRECISION_CHOICES, Config
-from ..devices import DEVICE_FORMS, Device, resolve_device
-from ..errors import ModelError
-from ..models import ModelSpec, native_dtype, resolve_model_dir, specs_from_args
-from ..plan import Plan, resolve_all
+from ..devices import DEVICE_FORMS
+from ..plan import PlanSet, make_plans
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +28,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: bool = Tr
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
-@dataclass(frozen=True)
-class Context:
-    """Everything a command needs after parsing: config, target device, models, their dirs and plans."""
-
-    config: Config
-    device: Device
-    specs: list[ModelSpec]
-    model_dirs: dict[str, object]  # model id -> Path, or the ModelError saying why it is unavailable
-    plans: list[Plan]
-
-
-def load_context(args: argparse.Namespace) -> Context:
-    """Config from env + flags, the target device, the model list, and one plan per model."""
+def load_context(args: argparse.Namespace) -> PlanSet:
+    """Config from env + flags (logging configured), then :func:`exporter.plan.make_plans` for the models given."""
     config = Config.from_env().with_overrides(
         model_precision=getattr(args, "precision", None), log_level=args.log_level, device=args.device)
     config.configure_logging()
-    device = resolve_device(config.device)
-    specs = specs_from_args(args.model, args.models_file)
-    dirs: dict[str, object] = {}
-    for spec in specs:
-        try:
-            dirs[spec.model] = resolve_model_dir(spec.model)
-        except ModelError as exc:
-            dirs[spec.model] = exc
-    natives = {m: native_dtype(d) if not isinstance(d, ModelError) else None for m, d in dirs.items()}
-    return Context(config, device, specs, dirs, resolve_all(specs, config, device, natives))
+    return make_plans(args.model, models_file=args.models_file, config=config)

@@ -19,7 +19,6 @@ import numpy as np
 
 from .context import add_model_arguments, load_context
 from ..cpu import CpuInfo, cpu_info
-from ..errors import ModelError
 from ..models import native_dtype
 from ..plan import resolve_as
 from ..precisions import NAMES
@@ -49,9 +48,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     pairs = load_stsb(Path(args.stsb), args.pairs)
     ctx = load_context(args)
     spec = ctx.specs[0]
-    model_dir = ctx.model_dirs[spec.model]
-    if isinstance(model_dir, ModelError):
-        raise model_dir
+    model_dir = ctx.model_dir(spec.model)
     native = native_dtype(model_dir)
     sentences = pairs.sentences
     options = ExportOptions(accept_degraded=True, verification_limit=args.verification_limit)
@@ -62,8 +59,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for precision in args.precisions or list(NAMES):
             plan = resolve_as(dataclasses.replace(spec, name=f"{spec.name}-{precision}"), ctx.config, ctx.device,
                               precision, native, by="exporter eval")
-            path = export_artefact(plan, Path(str(model_dir)), out, options)
-            report = json.loads((path / "report.json").read_text(encoding="utf-8"))
+            artefact = export_artefact(plan, model_dir, out, options)
+            path, report = artefact.path, artefact.report
             max_len = report["max_seq_length"]
             if reference is None:
                 reference, ref_seconds = timed_vectors(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import add_model_arguments, load_context
-from ..errors import ConfigError, ExportError, ModelError
+from ..errors import ConfigError, ExportError
 from ..options import ExportOptions
 from ..precisions import NAMES
 
@@ -84,22 +84,20 @@ def run(args: argparse.Namespace) -> int:
 
     options = export_options(args)
     ctx = load_context(args)
-    for where in ctx.model_dirs.values():
-        if isinstance(where, ModelError):
-            raise where
+    for model in ctx.model_dirs:
+        ctx.model_dir(model)  # an unavailable model fails the command before any export
     reports, failures = [], []
     started = time.perf_counter()
     for plan in tqdm(ctx.plans, desc="export", unit="model", file=sys.stderr, disable=len(ctx.plans) < 2):
         try:
-            path = export_artefact(plan, Path(str(ctx.model_dirs[plan.model])), Path(args.out), options)
+            artefact = export_artefact(plan, ctx.model_dir(plan.model), Path(args.out), options)
         except ExportError as exc:  # includes a failed gate; the previous artefact (if any) is untouched
             failures.append({"name": plan.name, "precision": plan.precision, "error": str(exc)})
             print(f"error: {exc}", file=sys.stderr)
             continue
-        report = json.loads((path / "report.json").read_text(encoding="utf-8"))
-        reports.append((report, path))
+        reports.append((artefact.report, artefact.path))
         if not args.json:
-            print(summary_line(report, path))
+            print(summary_line(artefact.report, artefact.path))
     if args.json:
         print(json.dumps({"artefacts": [dict(r, path=str(p)) for r, p in reports], "failures": failures,
                           "seconds": round(time.perf_counter() - started, 2)}, indent=2))
