@@ -1,11 +1,11 @@
 """The public entry point: build, verify and publish one artefact directory per plan.
 
-``export_artefact(plan, model_dir, out_root, options) -> Artefact`` runs the plan's build (:mod:`exporter.precisions`), copies
-the tokenizer, runs the quality gate through the artefact's own runtime loader, writes ``report.json`` and then
-publishes ``out_root/<plan.name>/`` atomically: everything is written to a temporary directory beside it and
-renamed into place only when complete, so a failed or interrupted build never leaves a half-written artefact
-and an existing previous artefact stays intact until the new one is ready. A SIGKILL leaves that temporary
-directory behind; the next export of the same name removes it once its owning process is gone.
+``export_artefact(plan, model_dir, out_root, options) -> Artefact`` runs the plan's build
+(:mod:`exporter.precisions`), copies the tokenizer, runs the quality gate through the artefact's own runtime loader,
+writes ``report.json`` and then publishes ``out_root/<plan.name>/`` atomically: everything is written to a temporary
+directory beside it and renamed into place only when complete, so a failed or interrupted build never leaves a
+half-written artefact and an existing previous artefact stays intact until the new one is ready. A SIGKILL leaves
+that temporary directory behind; the next export of the same name removes it once its owning process is gone.
 """
 
 from __future__ import annotations

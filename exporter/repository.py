@@ -32,8 +32,16 @@ from .errors import ConfigError
 from .plan import Plan
 from .precisions import PRECISIONS
 from .records import FORMAT_VERSION, Artefact, read_json
-from .triton_config import (ENCODER_OUTPUT, RUNTIME_LOADERS, TOKENIZER_DIR, ArtefactInfo, ServingOptions,
-                            encoder_config, ensemble_config, tokenizer_config)
+from .triton_config import (
+    ENCODER_OUTPUT,
+    RUNTIME_LOADERS,
+    TOKENIZER_DIR,
+    ArtefactInfo,
+    ServingOptions,
+    encoder_config,
+    ensemble_config,
+    tokenizer_config,
+)
 from .triton_schema import SchemaError, render, validate_file
 
 log = logging.getLogger(__name__)
@@ -60,7 +68,7 @@ Per model `<name>` (names, precisions, routes, dims and artefact hashes are list
 | `<name>_encoder` | `onnxruntime_onnx` (ONNX routes) or a python-backend torch model ({_TORCH_PRECISIONS} routes) |
 
 The ensemble's and the encoder's `parameters` record `precision`, `route`, `dim`, `model` and `max_seq_length`.
-"""
+"""  # noqa: E501 (markdown table rows of the generated README)
 
 
 @dataclass(frozen=True)

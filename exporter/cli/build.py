@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from ..build import build_repository
-from .export import add_export_arguments, export_options
-from .context import add_model_arguments, load_context
-from ..triton_config import ServingOptions
 from ..errors import ExportError
+from ..triton_config import ServingOptions
+from .context import add_model_arguments, load_context
+from .export import add_export_arguments, export_options
 
 DEFAULT_REPOSITORY = "model_repository"
 
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options,
                                   export_options=exporting)
     except ExportError as exc:  # includes a failed quality gate
-        raise exc.note(f"nothing was published; {args.repository} is unchanged")
+        exc.note(f"nothing was published; {args.repository} is unchanged")
+        raise
     if args.json:
         print(json.dumps({"repository": str(result.repository), "seconds": round(result.seconds, 2),
                           **result.manifest}, indent=2))

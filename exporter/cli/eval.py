@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .context import add_model_arguments, load_context
 from ..cpu import CpuInfo, cpu_info
 from ..models import native_dtype
 from ..plan import resolve_as
 from ..precisions import NAMES
 from ..stsb import load_stsb, row, spearman, timed_vectors
+from .context import add_model_arguments, load_context
 
 BEGIN, END = "<!-- stsb-table:begin -->", "<!-- stsb-table:end -->"
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .context import add_model_arguments, load_context
 from ..errors import ConfigError, ExportError
 from ..options import ExportOptions
 from ..precisions import NAMES
+from .context import add_model_arguments, load_context
 
 DEFAULT_OUT = "artefacts"
 

@@ -6,9 +6,9 @@ import argparse
 import json
 import logging
 
-from .context import add_model_arguments, load_context
 from ..cpu import INT8_KERNELS, cpu_info
 from ..errors import ModelError
+from .context import add_model_arguments, load_context
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import signal
 import sys
 import threading
 
-from .build import DEFAULT_REPOSITORY
 from ..config import Config
 from ..errors import ConfigError, ServeError
 from ..serve import ServerSettings, TritonServer
+from .build import DEFAULT_REPOSITORY
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -155,8 +155,9 @@ class _Rewriter:
 
     def quantize_rows(self, tag: str, source: str, inv_s: np.ndarray) -> tuple[list[onnx.NodeProto], str, str]:
         """Nodes turning ``source`` into uint8 rows (zero point 128); returns (nodes, quantized, row scales)."""
-        n = lambda op, inputs, **attrs: helper.make_node(op, inputs, [f"{tag}_{op.lower()}"], name=f"{tag}_{op}",
-                                                         **attrs)
+        def n(op, inputs, **attrs):
+            return helper.make_node(op, inputs, [f"{tag}_{op.lower()}"], name=f"{tag}_{op}", **attrs)
+
         nodes = [n("Mul", [source, self.const(f"{tag}_inv_s", inv_s)])]
         nodes.append(n("Abs", [nodes[-1].output[0]]))
         if self.opset >= 18:  # axes moved from an attribute to an input
