@@ -2,9 +2,15 @@
 
 Fixtures (all session-scoped, built once per test run, on demand):
 
-- ``built_repository`` -> ``Path``: ``python -m exporter build`` output (via :func:`exporter.build.build_repository`)
-  for ``sentence-transformers/all-MiniLM-L6-v2`` (bundled, offline) at every precision of :data:`PRECISIONS`,
-  on a CPU target, in a temp dir. Read its ``manifest.json`` for names/dims/routes.
+- ``bundled_artefact`` -> a function: ``bundled_artefact("int8")`` is the :class:`exporter.Artefact` (path, report)
+  of ``sentence-transformers/all-MiniLM-L6-v2`` (bundled, offline) at that precision, exported on first use and
+  shared by the whole session (route tests and ``built_repository``); ``bundled_artefact.plan("int8")`` its plan.
+  Targets and gate sizes are in :data:`ARTEFACTS`. Never modify an artefact's files in place: they are hard-linked
+  into ``built_repository``.
+- ``built_repository`` -> ``Path``: a published Triton repository (what ``python -m exporter build`` writes) of the
+  bundled model at every precision of :data:`PRECISIONS`, on a CPU target, in a temp dir, assembled from the shared
+  artefacts (the export is most of a build; ``exporter.build_repository`` end to end is tested by test_build.py,
+  test_api.py and tests/reliability). Read its ``manifest.json`` for names/dims/routes.
 - ``served_models`` -> ``dict[str, str]``: precision -> public (ensemble) model name, e.g. ``{"fp32": "minilm-fp32"}``.
   ``served_model("int8")`` (a fixture returning a function) asks for one precision and skips, visibly, when that
   route is not built yet.
@@ -39,6 +45,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PRECISIONS = ("fp32", "int8", "int4")
 VERIFICATION_LIMIT = 64  # gate sentences per build: enough to catch a broken route, quick on 2 cores
+# The bundled model's artefacts the suite exports, once each: precision -> (target device, gate sentences; None is
+# the whole verification set). The CPU ones are also the served repository's (PRECISIONS); fp16 and bf16 need a GPU
+# target and only the route tests read them. fp32 is gated on the whole set (test_routes_onnx.py checks it); bf16 on
+# a small spread subset (its torch gate is slow on CPU).
+ARTEFACTS = {"fp32": ("cpu", None), "int8": ("cpu", VERIFICATION_LIMIT), "int4": ("cpu", VERIFICATION_LIMIT),
+             "fp16": ("cuda:8.0", VERIFICATION_LIMIT), "bf16": ("cuda:8.0", 32)}
 # Every route built for the tests must pass its own quality gate: a degraded artefact fails the fixture.
 ACCEPT_DEGRADED = False
 
@@ -46,7 +58,7 @@ ACCEPT_DEGRADED = False
 # Fixtures that build the bundled model or start a real Triton: a test using any of them (directly or through
 # another fixture) is e2e, never unit.
 E2E_FIXTURES = frozenset({"built_repository", "fp32_repository", "served_models", "served_model", "triton_server",
-                          "triton_http", "bundled_artefacts", "bundled_artefact"})
+                          "triton_http", "bundled_artefact"})
 E2E_DIRS = ("e2e",)  # tests/<dir>/: every test in it is e2e
 TIER_MARKS = frozenset({"slow", "e2e", "gpu"})
 
@@ -98,21 +110,53 @@ def model_name(precision: str) -> str:
     return f"minilm-{precision}"
 
 
-def build_bundled(dest: Path, precisions: list[str]) -> Path:
-    """Build the bundled model at ``precisions`` into ``dest`` through the library API the CLI uses."""
-    from exporter import ExportOptions, build_repository, make_plans
+def bundled_plan(precision: str, device: str = "cpu"):
+    """The plan set for the bundled model at ``precision`` on ``device``, through the library API the CLI uses."""
+    from exporter import make_plans
     from exporter.models import ModelSpec
 
-    plans = make_plans([ModelSpec(MODEL, model_name(p), precision=p) for p in precisions], device="cpu")
-    build_repository(plans.plans, plans.model_dirs, dest,
-                     export_options=ExportOptions(verification_limit=VERIFICATION_LIMIT,
-                                                accept_degraded=ACCEPT_DEGRADED))
-    return dest
+    plans = make_plans([ModelSpec(MODEL, model_name(precision), precision=precision)], device=device)
+    assert [p.precision for p in plans] == [precision], plans.plans[0].reasons
+    return plans
 
 
 @pytest.fixture(scope="session")
-def built_repository(tmp_path_factory) -> Path:
-    return build_bundled(tmp_path_factory.mktemp("triton") / "model_repository", list(PRECISIONS))
+def bundled_artefact(tmp_path_factory):
+    from exporter import ExportOptions, export_artefact
+
+    out = tmp_path_factory.mktemp("artefacts")
+    made: dict[str, tuple] = {}
+
+    def artefact(precision: str):
+        if precision not in made:
+            device, limit = ARTEFACTS[precision]
+            plans = bundled_plan(precision, device)
+            (plan,) = plans.plans
+            made[precision] = plan, export_artefact(
+                plan, plans.model_dir(MODEL), out,
+                ExportOptions(verification_limit=limit, accept_degraded=ACCEPT_DEGRADED))
+        return made[precision][1]
+
+    def plan(precision: str):
+        artefact(precision)
+        return made[precision][0]
+
+    artefact.plan = plan
+    return artefact
+
+
+@pytest.fixture(scope="session")
+def built_repository(bundled_artefact, tmp_path_factory) -> Path:
+    """Assembled and published as ``exporter.build.build_repository`` does, from the shared artefacts."""
+    from exporter.repository import ModelEntry, assemble, publish, staging
+    from exporter.triton_config import ServingOptions
+
+    dest = tmp_path_factory.mktemp("triton") / "model_repository"
+    entries = [ModelEntry(bundled_artefact.plan(p), bundled_artefact(p)) for p in PRECISIONS]
+    with staging(dest) as root:
+        assemble(root, entries, ServingOptions())
+        publish(root, dest)
+    return dest
 
 
 @pytest.fixture(scope="session")

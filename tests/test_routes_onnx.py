@@ -10,26 +10,25 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from exporter.artefact import ExportOptions, export_artefact
 from exporter.cpu import cpu_info
 from exporter.runtime.onnx_encoder import OnnxEncoder
 from exporter.precisions.smoothquant import saturating_gemms
 from exporter.verify import cosines, encode
 
-from export_helpers import bundled_dir, plan_for
+from export_helpers import bundled_dir
 from int8_kernels import gemm_exact, gemm_pairs_saturated, integer_gemm_operands
 
 pytestmark = pytest.mark.slow
-# fp32 is gated on the whole verification set; the derived routes on a spread subset (time on 2 cores)
+# fp32 is gated on the whole verification set; the derived routes on a spread subset (tests/conftest.py ARTEFACTS)
 LIMITS = {"fp32": None, "fp16": 64, "int8": 64}
+TARGETS = {"fp32": "cpu", "fp16": "cuda:8.0", "int8": "cpu"}  # fp16 needs a GPU target; the others are served here
 MAX_SIZE_RATIO = {"fp32": 1.0, "fp16": 0.51, "int8": 0.26}
 
 
 @pytest.fixture(scope="module")
-def artefacts(tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx-artefacts")
-    return {p: export_artefact(plan_for(p), bundled_dir(), out, ExportOptions(verification_limit=LIMITS[p]))
-            for p in LIMITS}
+def artefacts(bundled_artefact):
+    """The session's shared artefacts (tests/conftest.py ARTEFACTS: targets and gate sizes), exported once."""
+    return {p: bundled_artefact(p) for p in LIMITS}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ def test_fp32_gated_on_whole_verification_set(artefacts):
 @pytest.mark.parametrize("precision", list(LIMITS))
 def test_report_contents(artefacts, precision):
     path, report = artefacts[precision].path, artefacts[precision].report
-    assert path.name == f"m-{precision}"
+    assert path.name == f"minilm-{precision}"
     assert report["name"] == path.name and report["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert (report["precision"], report["runtime"], report["output"]) == (precision, "onnx", "sentence_embedding")
     assert report["route"] == report["plan"]["route"] and report["plan"]["precision"] == precision
@@ -73,7 +72,7 @@ def test_report_contents(artefacts, precision):
     assert 0 < report["size_ratio_vs_fp32"] <= MAX_SIZE_RATIO[precision]
     assert {"export", "gate", "total"} <= set(report["timings"])
     assert {"onnxruntime", "torch", "transformers", "sentence-transformers"} <= set(report["versions"])
-    assert report["device"] == ("cpu" if precision == "int8" else "cuda:8.0")  # int8 is a CPU route
+    assert report["device"] == TARGETS[precision]
     assert report["cpu"] == cpu_info().to_dict() and report["cpu"]["int8_kind"]  # the gate's CPU, named
     assert sorted(p.name for p in path.iterdir()) == ["model.onnx", "report.json", "tokenizer"]
 
