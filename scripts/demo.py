@@ -1,8 +1,8 @@
 """``make demo``: the main job end to end on the bundled model, in well under two minutes on a laptop-class CPU.
 
 plan -> build ./model_repository (export + quality gate + Triton configs) -> a real local Triton on free ports ->
-embed a few sentences with the project's client (client.EmbeddingClient) -> print their cosine-similarity matrix -> stop the server (its whole
-process group). Exit code 0 only when every step worked.
+embed a few sentences with the project's client (client.EmbeddingClient) -> print their cosine-similarity matrix ->
+stop the server (its whole process group). Exit code 0 only when every step worked.
 """
 
 from __future__ import annotations

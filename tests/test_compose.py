@@ -51,7 +51,8 @@ def test_gpu_service_reserves_a_gpu_and_the_cpu_variant_does_not():
 def test_dockerfile_uses_an_ngc_image_recent_enough_for_the_exported_graphs():
     match = re.search(r"ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:(\d\d)\.(\d\d)-py3", DOCKERFILE)
     assert match, "FROM must default to an NGC tritonserver -py3 image"
-    assert (int(match.group(1)), int(match.group(2))) >= (25, 8), "images older than 25.08 (ORT 1.23) were never checked against the exported graphs"
+    assert (int(match.group(1)), int(match.group(2))) >= (25, 8), \
+        "images older than 25.08 (ORT 1.23) were never checked against the exported graphs"
     assert "FROM ${TRITON_IMAGE}" in DOCKERFILE
 
 

@@ -18,8 +18,8 @@ import pytest
 from exporter.artefact import ExportError, ExportOptions, GateError, export_artefact
 from exporter.cli import main
 from exporter.errors import ModelError
-from exporter.precisions import PRECISIONS
 from exporter.export import read_encoder_spec
+from exporter.precisions import PRECISIONS
 
 from export_helpers import bundled_dir, plan_for, read_report, tiny_st_model
 

@@ -5,8 +5,15 @@ import json
 import pytest
 
 from exporter.errors import ConfigError, ModelError
-from exporter.models import (DEFAULT_MODEL, check_model_dir, derive_name, native_dtype, resolve_model_dir,
-                             specs_from_args, validate_name)
+from exporter.models import (
+    DEFAULT_MODEL,
+    check_model_dir,
+    derive_name,
+    native_dtype,
+    resolve_model_dir,
+    specs_from_args,
+    validate_name,
+)
 
 
 @pytest.mark.parametrize("model,name", [

@@ -67,7 +67,8 @@ def test_override_matches_id_name_or_group(key):
 
 
 def test_override_auto_skips_global():
-    env = {"EMB_PROVIDER_MODEL_PRECISION": "int8", "EMB_PROVIDER_MODEL_PRECISION_OVERRIDES": '{"all-minilm-l6-v2": "auto"}'}
+    env = {"EMB_PROVIDER_MODEL_PRECISION": "int8",
+           "EMB_PROVIDER_MODEL_PRECISION_OVERRIDES": '{"all-minilm-l6-v2": "auto"}'}
     p = plan(env, device="cuda:8.0")
     assert (p.precision, p.decided_by) == ("fp16", "device")
 

@@ -22,10 +22,16 @@ from exporter.devices import parse_device
 from exporter.errors import ConfigError
 from exporter.models import ModelSpec
 from exporter.plan import resolve
-from exporter.repository import (MANIFEST, README, ModelEntry, assemble, publish, staging, validate_repository)
+from exporter.repository import MANIFEST, README, ModelEntry, assemble, publish, staging, validate_repository
 from exporter.serve import make_local_view
-from exporter.triton_config import (ArtefactInfo, ServingOptions, encoder_config, ensemble_config,
-                                    python_runner_config, tokenizer_config)
+from exporter.triton_config import (
+    ArtefactInfo,
+    ServingOptions,
+    encoder_config,
+    ensemble_config,
+    python_runner_config,
+    tokenizer_config,
+)
 from exporter.triton_schema import SchemaError, model_config_pb2, parse, render
 
 DIM = 8

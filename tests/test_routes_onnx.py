@@ -11,8 +11,8 @@ import pytest
 from onnx import numpy_helper
 
 from exporter.cpu import cpu_info
-from exporter.runtime.onnx_encoder import OnnxEncoder
 from exporter.precisions.smoothquant import saturating_gemms
+from exporter.runtime.onnx_encoder import OnnxEncoder
 from exporter.verify import cosines, encode
 
 from export_helpers import bundled_dir

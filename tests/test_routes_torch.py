@@ -53,9 +53,8 @@ def test_int4_stores_nf4_linears_and_int8_embeddings(artefacts):
 
 @pytest.mark.parametrize("precision", list(MAX_SIZE_RATIO))
 def test_runtime_loader_matches_sentence_transformers(artefacts, precision):
-    from sentence_transformers import SentenceTransformer
-
     import bitsandbytes as bnb
+    from sentence_transformers import SentenceTransformer
 
     sentences = ["A man is playing a guitar on the street corner.", "Le chat dort sur le canapé.",
                  "SELECT name FROM users;", "word " * 300]

@@ -10,9 +10,16 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.precisions.smoothquant import (PAIR_BUDGET, activation_ranges, pair_sums, quantize_per_token,
-                                             quantize_weight, saturating_gemms, smoothing_scales,
-                                             weight_matmul_groups)
+from exporter.precisions.smoothquant import (
+    PAIR_BUDGET,
+    activation_ranges,
+    pair_sums,
+    quantize_per_token,
+    quantize_weight,
+    saturating_gemms,
+    smoothing_scales,
+    weight_matmul_groups,
+)
 
 RNG = np.random.default_rng(0)
 K, N = 32, 24
