@@ -1,9 +1,10 @@
 """Which CPU a figure came from, and what that means for int8.
 
 ONNX Runtime picks its int8 GEMM kernel (MLAS) by CPUID at run time, with no switch to force one. Both the
-numerics and the speed of an int8 artefact therefore depend on the CPU it runs on: the same model is ~2x fp32 on
-a VNNI CPU and barely faster than fp32 on an AVX2-only one. So every report names the CPU model and its int8
-features, and ``INT8_KERNELS`` says in one line what to expect on each kind of CPU.
+numerics and the speed of an int8 artefact therefore depend on the CPU it runs on: the same model is about twice
+as fast as fp32 on a VNNI CPU and barely faster on an AVX2-only one. So every report names the CPU model and its
+int8 features, and ``INT8_KERNELS`` (what ``exporter plan --why`` prints; measured in docs/quality.md) says in one
+line what to expect on each kind of CPU.
 """
 
 from __future__ import annotations

@@ -69,8 +69,8 @@ def optimize(job: BuildJob, source: Path, result: RouteResult, *, keep_projectio
 def check_attention_fusion(model_type: str, fused: dict[str, int], config: dict, result: RouteResult) -> None:
     """Record how many layers got a fused attention node, and WARN when some did not.
 
-    Without the fusion ONNX Runtime runs attention as separate MatMul/Softmax kernels: on an H100 the fp16 graph
-    then runs at 0.70-0.83x of torch fp16 instead of 1.05-1.9x (docs/benchmarks/gpu.md). Whether it fuses depends
+    Without the fusion ONNX Runtime runs attention as separate MatMul/Softmax kernels, and the fp16 graph on a GPU
+    falls behind torch fp16 instead of beating it (docs/benchmarks/gpu.md). Whether it fuses depends
     on the optimizer's version (onnxruntime 1.30 misses the mask pattern of a transformers 5.x export, 1.32 fuses
     it) and on eager attention at export time, so it is checked on every build rather than assumed."""
     layers = int(config.get("num_hidden_layers") or 0)

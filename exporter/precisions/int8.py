@@ -5,10 +5,8 @@ leaves the Q/K/V projections as ``MatMul`` nodes; every weight ``MatMul`` then b
 with SmoothQuant scales calibrated on ``data/calibration.txt``; the word-embedding ``Gather`` table is quantized
 by ONNX Runtime's dynamic quantizer (int8 per channel). Weights are scaled so that no pair of them can saturate
 the 16-bit sums of AVX2 CPUs, so the integer sums are exact on every CPU (the build refuses a graph where that does
-not hold). On all-MiniLM-L6-v2: 25.3% of the fp32 size, minimum cosine 0.992 on the verification set on AVX2 and
-AVX-512 VNNI alike, ~2x sentence-transformers fp32 on VNNI/AMX CPUs. The previous recipe (8-bit ``MatMulNBits``,
-per-block activation scales) was as accurate but ~1.3x; plain ``quantize_dynamic`` is ~2.2x but its one scale per
-tensor leaves a minimum cosine of 0.959.
+not hold). Size, quality and speed by CPU kind, and the recipes it was chosen over (8-bit ``MatMulNBits``: as
+accurate, slower; plain ``quantize_dynamic``: faster, misses the gate): docs/quality.md.
 
 Served on CPU targets only: the graph needs kernels only ONNX Runtime's CPU provider has, so a GPU target would
 run its matrix products on the host until a GPU int8 route exists (the plan falls back to fp16 and says why).

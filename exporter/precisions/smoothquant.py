@@ -2,10 +2,10 @@
 
 Why this module exists: ONNX Runtime's dynamic quantizer gives every activation tensor *one* scale. In a BERT-like
 encoder a few channels (and the [CLS]/[SEP] rows) are far larger than the rest, so one scale leaves the ordinary
-values of a short input with a handful of int8 steps: minimum cosine 0.959 against fp32 on the verification set.
-ONNX Runtime's ``MatMulNBits`` (per-block activation scales) keeps 0.99 but runs at ~1.3x fp32 on CPU, against
-~2.2x for the plain quantizer. Neither library offers per-token dynamic int8, so it is composed here from standard
-ONNX ops around ONNX Runtime's ``MatMulIntegerToFloat`` kernel (the same int8 GEMM the dynamic quantizer uses):
+values of a short input with a handful of int8 steps, which misses the gate. ONNX Runtime's ``MatMulNBits``
+(per-block activation scales) passes it but runs far slower than the plain quantizer (docs/quality.md). Neither
+library offers per-token dynamic int8, so it is composed here from standard ONNX ops around ONNX Runtime's
+``MatMulIntegerToFloat`` kernel (the same int8 GEMM the dynamic quantizer uses):
 
 * SmoothQuant (Xiao et al., 2022): per input channel k, ``s_k = max|X_k|^alpha / max|W_k|^(1-alpha)`` moves the
   activation outliers into the weights (``X/s`` times ``s*W`` is the same product). ``max|X_k|`` comes from a small
@@ -21,8 +21,8 @@ ONNX ops around ONNX Runtime's ``MatMulIntegerToFloat`` kernel (the same int8 GE
   pair of products along K in int16 *with saturation*. With uint8 activations up to 255, a pair saturates once
   ``|w_2i| + |w_2i+1| > 128``. Each column's scale is therefore set so that every adjacent pair of its int8
   weights sums to at most :data:`PAIR_BUDGET` in magnitude (``255 * 128 = 32640 <= 32767``): the GEMM is exact
-  on every kernel, and the fast u8 x s8 path stays (u8 x u8, the other exact option, runs at ~0.57x on VNNI
-  with onnxruntime 1.32). Plain 7-bit weights (``reduce_range``) are exact too but miss the 0.99 gate; the pair
+  on every kernel, and the fast u8 x s8 path stays (u8 x u8, the other exact option, runs on slower kernels on
+  VNNI/AMX with onnxruntime 1.32). Plain 7-bit weights (``reduce_range``) are exact too but miss the 0.99 gate; the pair
   budget keeps a single large weight at up to 127 steps when its neighbour is small (docs/quality.md).
   :func:`saturating_gemms` checks the rule on any graph.
 """
