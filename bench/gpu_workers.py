@@ -87,7 +87,7 @@ def _torch_encoder(spec: dict[str, Any]):
     import torch
 
     if spec["runtime"] == "artefact":
-        from exporter.runtime.torch_encoder import load_encoder as load_artefact
+        from exporter.triton.runtime.torch_encoder import load_encoder as load_artefact
 
         module, meta = load_artefact(spec["path"], spec["device"])
         return module, list(meta["inputs"])

@@ -42,14 +42,14 @@ def sentence_transformers_runner(spec: dict[str, Any]) -> Loader:
 
 def artefact_runner(spec: dict[str, Any]) -> Loader:
     """A built artefact as the server runs it: the loader module and class the python-backend encoder model
-    loads (:func:`exporter.triton_config.runtime_class`) over the repository's encoder files, fed the way the
+    loads (:func:`exporter.triton.config.runtime_class`) over the repository's encoder files, fed the way the
     tokenizer model feeds it (``tokenizers``, truncation to ``max_seq_length``, padding to the longest text of
     the request; pad id 0 is masked by ``attention_mask`` either way). Only that runtime's libraries are
     imported, so an ONNX route's RSS is what an ONNX Runtime process pays, without torch."""
     from tokenizers import Tokenizer
 
     from exporter import read_report
-    from exporter.triton_config import runtime_class
+    from exporter.triton.config import runtime_class
 
     report = read_report(Path(spec["path"]))  # written by the build, in another process
     encoder_cls = runtime_class(report["runtime"])

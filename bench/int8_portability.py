@@ -79,7 +79,7 @@ def _st_baseline(model_dir: Path, sentences: list[str], threads: int) -> float:
 
 
 def measure(args: argparse.Namespace) -> int:
-    from exporter.runtime.onnx_encoder import OnnxEncoder
+    from exporter.triton.runtime.onnx_encoder import OnnxEncoder
 
     artefact = Path(args.artefact)
     tokenizer = artefact / "tokenizer"

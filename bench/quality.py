@@ -31,7 +31,7 @@ class StsbQuality:
         """Spearman (and its delta to the reference) and min/p1/mean cosine vs fp32 for one built encoder."""
         from exporter import read_report
         from exporter.stsb import spearman
-        from exporter.triton_config import runtime_class
+        from exporter.triton.config import runtime_class
         from exporter.verify import cosines, encode
 
         report = read_report(encoder_dir)

@@ -50,7 +50,7 @@ def _build(plan: Any, model_dir: Path, repository: Path, batch_size: int, verifi
     """``exporter build`` for one plan; returns the manifest entry of the model it published."""
     from exporter.artefact import ExportOptions
     from exporter.build import build_repository
-    from exporter.triton_config import ServingOptions
+    from exporter.triton.config import ServingOptions
 
     size = max(64, batch_size)
     options = ServingOptions(max_batch_size=size, max_texts_per_request=size)

@@ -36,7 +36,7 @@ _LAZY = {  # public name -> the module that defines it
     "Artefact": "exporter.records",
     "FORMAT_VERSION": "exporter.records",
     "read_report": "exporter.records",
-    "ServingOptions": "exporter.triton_config",
+    "ServingOptions": "exporter.triton.config",
     "BuildResult": "exporter.build",
     "build_repository": "exporter.build",
     "ServerSettings": "exporter.serve",

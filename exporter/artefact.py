@@ -30,7 +30,7 @@ from .plan import Plan
 from .precisions import PRECISIONS, BuildJob, RouteResult
 from .provenance import versions
 from .records import FORMAT_VERSION, REPORT_FILE, Artefact
-from .triton_config import runtime_class
+from .triton.config import runtime_class
 from .verification_set import verification_sentences
 from .verify import GateResult, gate_statistic, reference_embeddings, run_gate
 

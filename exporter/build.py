@@ -1,6 +1,6 @@
 """``exporter build``: plans -> one artefact per model (the export step) -> a published Triton repository.
 
-Everything is produced inside the repository's staging directory (see :func:`exporter.repository.staging`), so a
+Everything is produced inside the repository's staging directory (see :func:`exporter.triton.repository.staging`), so a
 failed quality gate, a crash or a SIGKILL half-way leaves the previously published repository exactly as it was.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from .errors import ExportError, ModelError
 from .plan import Plan
-from .repository import ModelEntry, assemble, publish, staging
-from .triton_config import ServingOptions, check_options
+from .triton.config import ServingOptions, check_options
+from .triton.repository import ModelEntry, assemble, publish, staging
 
 log = logging.getLogger(__name__)
 

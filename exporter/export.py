@@ -2,7 +2,7 @@
 
 Exporters usually drop pooling (optimum issues #1145, #1519), so the served vector would differ from what
 sentence-transformers gives. We read ``modules.json`` and each module's own config (``1_Pooling/config.json``,
-``Dense``, ``Normalize``) and build one :class:`~exporter.runtime.torch_encoder.SentenceEncoder`: token ids in,
+``Dense``, ``Normalize``) and build one :class:`~exporter.triton.runtime.torch_encoder.SentenceEncoder`: token ids in,
 the final sentence vector out. The ONNX routes export it with ``torch.onnx.export``; the torch routes save its
 weights and the metadata (:func:`encoder_metadata`) their runtime loader rebuilds it from.
 """
@@ -19,7 +19,7 @@ import torch
 
 from .errors import ModelError
 from .models import check_model_dir
-from .runtime.torch_encoder import POOLING_MODES, SentenceEncoder, dense_layer
+from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, dense_layer
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,8 @@
 
 The binary is the ``tritonserver`` bundled in the ``nvidia-pytriton`` wheel (python backend only), or any binary
 given with ``--tritonserver`` (e.g. the NGC container's, which has the native onnxruntime backend). For the bundled
-binary the launcher serves a *derived view* of the repository in a temp dir: ONNX encoders (``onnxruntime_onnx``,
-which that binary cannot load) become python-backend models that run the same ``model.onnx`` through ONNX Runtime,
-and KIND_GPU instances become KIND_CPU on a host without a GPU. Artefacts are symlinked, never copied; the
-published repository itself stays NGC-native and untouched.
+binary the launcher serves a *derived view* of the repository in a temp dir (:mod:`exporter.triton.local_view`);
+the published repository itself stays NGC-native and untouched.
 
 The server runs in its own process group (its python stubs are its children); :meth:`TritonServer.stop` signals the
 whole group and escalates to SIGKILL, so no stub outlives it.
@@ -41,9 +39,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import ConfigError, ServeError
-from .repository import install_runner, read_manifest
-from .triton_config import python_runner_config
-from .triton_schema import model_config_pb2, parse, render
+from .triton.local_view import make_local_view
+from .triton.repository import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -134,36 +131,6 @@ def gpu_available() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0 and "GPU" in out.stdout
-
-
-def make_local_view(repository: Path, target: Path, *, gpu: bool, encoder_threads: int = 0) -> Path:
-    """A repository the python-backend-only binary can serve, derived from ``repository`` (left untouched)."""
-    pb = model_config_pb2()
-    target.mkdir(parents=True)
-    for config_path in sorted(repository.glob("*/config.pbtxt")):
-        model_dir = config_path.parent
-        config = parse(config_path.read_text(encoding="utf-8"), where=str(config_path))
-        runner = config.platform == "onnxruntime_onnx"
-        if runner:
-            config = python_runner_config(config, "onnx", encoder_threads)
-        on_gpu = any(group.kind == pb.ModelInstanceGroup.KIND_GPU for group in config.instance_group)
-        if on_gpu and not gpu:
-            log.warning("%s targets a GPU but this host has none: serving it on CPU", model_dir.name)
-            for group in config.instance_group:
-                group.kind = pb.ModelInstanceGroup.KIND_CPU
-                group.ClearField("gpus")
-        if not runner and not (on_gpu and not gpu):
-            (target / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
-            continue
-        view = target / model_dir.name
-        for version in (p for p in model_dir.iterdir() if p.is_dir()):
-            (view / version.name).mkdir(parents=True)
-            for item in version.iterdir():
-                (view / version.name / item.name).symlink_to(item.resolve())
-            if runner:
-                install_runner(view / version.name, "onnx")
-        (view / "config.pbtxt").write_text(render(config), encoding="utf-8")
-    return target
 
 
 class TritonServer:
@@ -517,4 +484,4 @@ def check_stub_environment(binary: Path | None = None, env: Mapping[str, str] | 
 
 
 __all__ = ["ServeError", "ServerSettings", "StubFacts", "TritonServer", "check_stub_environment", "free_ports",
-           "group_members", "make_local_view", "stub_environment_problems"]
+           "group_members", "stub_environment_problems"]

@@ -148,8 +148,8 @@ def bundled_artefact(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_repository(bundled_artefact, tmp_path_factory) -> Path:
     """Assembled and published as ``exporter.build.build_repository`` does, from the shared artefacts."""
-    from exporter.repository import ModelEntry, assemble, publish, staging
-    from exporter.triton_config import ServingOptions
+    from exporter.triton.config import ServingOptions
+    from exporter.triton.repository import ModelEntry, assemble, publish, staging
 
     dest = tmp_path_factory.mktemp("triton") / "model_repository"
     entries = [ModelEntry(bundled_artefact.plan(p), bundled_artefact(p)) for p in PRECISIONS]

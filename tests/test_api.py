@@ -13,7 +13,7 @@ import pytest
 import exporter
 from exporter.errors import ConfigError, ExporterError, ExportError, GateError, ModelError, ServeError
 from exporter.records import FORMAT_VERSION, check_format_version, read_report
-from exporter.repository import read_manifest
+from exporter.triton.repository import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.repository import staging
+from exporter.triton.repository import staging
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from exporter.repository import MODELS_DIR, RUNTIME_DIR
-from exporter.triton_config import RUNTIME_LOADERS
+from exporter.triton.config import RUNTIME_LOADERS
+from exporter.triton.repository import MODELS_DIR, RUNTIME_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

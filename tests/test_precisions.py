@@ -14,7 +14,7 @@ import pytest
 from exporter.devices import parse_device
 from exporter.errors import ConfigError
 from exporter.precisions import NAMES, PRECISIONS, QUANTIZATION_METHODS, Precision, for_native_dtype, get
-from exporter.triton_config import RUNTIME_LOADERS
+from exporter.triton.config import RUNTIME_LOADERS
 from exporter.verify import STATISTICS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

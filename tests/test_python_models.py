@@ -38,9 +38,9 @@ def error_of(response) -> tuple[int, str]:
     return response.error().code(), response.error().message()
 
 
-def test_the_model_files_are_found_in_either_layout():
+def test_the_model_files_are_found():
     assert model_file("encoder_model").parent in LOCATIONS and model_file("tokenizer_model").parent in LOCATIONS
-    with pytest.raises(FileNotFoundError, match="no_such_model.py is in none of: exporter/triton_models"):
+    with pytest.raises(FileNotFoundError, match="no_such_model.py is in none of: exporter/triton/models"):
         model_file("no_such_model")
 
 

@@ -22,9 +22,7 @@ from exporter.devices import parse_device
 from exporter.errors import ConfigError
 from exporter.models import ModelSpec
 from exporter.plan import resolve
-from exporter.repository import MANIFEST, README, ModelEntry, assemble, publish, staging, validate_repository
-from exporter.serve import make_local_view
-from exporter.triton_config import (
+from exporter.triton.config import (
     ArtefactInfo,
     ServingOptions,
     encoder_config,
@@ -32,7 +30,9 @@ from exporter.triton_config import (
     python_runner_config,
     tokenizer_config,
 )
-from exporter.triton_schema import SchemaError, model_config_pb2, parse, render
+from exporter.triton.local_view import make_local_view
+from exporter.triton.repository import MANIFEST, README, ModelEntry, assemble, publish, staging, validate_repository
+from exporter.triton.schema import SchemaError, model_config_pb2, parse, render
 
 DIM = 8
 INPUTS = ("input_ids", "attention_mask")

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from exporter.cpu import cpu_info
 from exporter.precisions.smoothquant import saturating_gemms
-from exporter.runtime.onnx_encoder import OnnxEncoder
+from exporter.triton.runtime.onnx_encoder import OnnxEncoder
 from exporter.verify import cosines, encode
 
 from export_helpers import bundled_dir

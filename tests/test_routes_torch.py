@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from exporter.runtime.torch_encoder import TorchEncoder
+from exporter.triton.runtime.torch_encoder import TorchEncoder
 from exporter.verify import cosines, encode
 
 from export_helpers import bundled_dir

@@ -12,7 +12,7 @@ import types
 import numpy as np
 import pytest
 
-from exporter.repository import MODELS_DIR
+from exporter.triton.repository import MODELS_DIR
 
 
 @pytest.fixture(scope="module")

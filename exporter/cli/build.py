@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..build import build_repository
 from ..errors import ExportError
-from ..triton_config import ServingOptions
+from ..triton.config import ServingOptions
 from .context import add_model_arguments, load_context
 from .export import add_export_arguments, export_options
 

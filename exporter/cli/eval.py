@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Build each precision, embed STS-B through its runtime, and compare with the reference."""
     from ..artefact import ExportOptions, export_artefact
-    from ..triton_config import runtime_class
+    from ..triton.config import runtime_class
     from ..verify import cosines, encode, reference_embeddings
 
     pairs = load_stsb(Path(args.stsb), args.pairs)

@@ -1,6 +1,6 @@
 """Steps the torch routes share: load the fp32 encoder, write ``model.safetensors`` + ``encoder.json``.
 
-The files are read back by :mod:`exporter.runtime.torch_encoder` (the python-backend model's loader), which
+The files are read back by :mod:`exporter.triton.runtime.torch_encoder` (the python-backend model's loader), which
 recognises each tensor's storage format by its key, so a route only decides *how* each tensor is stored.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..export import encoder_metadata, load_encoder
-from ..runtime.torch_encoder import ENCODER_JSON, WEIGHTS_FILE, SentenceEncoder
+from ..triton.runtime.torch_encoder import ENCODER_JSON, WEIGHTS_FILE, SentenceEncoder
 from .base import BuildJob, RouteResult
 
 

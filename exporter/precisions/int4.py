@@ -44,7 +44,7 @@ def _int8_rows(weight: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
     """Symmetric int8 per row: ``weight ≈ int8 * scale[row]``."""
     import torch
 
-    from ..runtime.torch_encoder import INT8_SUFFIX, SCALE_SUFFIX
+    from ..triton.runtime.torch_encoder import INT8_SUFFIX, SCALE_SUFFIX
 
     scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
     q = torch.round(weight / scale.unsqueeze(1)).clamp(-127, 127).to(torch.int8)

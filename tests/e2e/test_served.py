@@ -78,7 +78,7 @@ def test_served_fp32_equals_the_artefact_in_process(served_model, triton_http, b
     """The serving path (tokenizer model + ensemble + python ORT runner) adds no numeric difference."""
     from tokenizers import Tokenizer
 
-    from exporter.runtime.onnx_encoder import OnnxEncoder
+    from exporter.triton.runtime.onnx_encoder import OnnxEncoder
 
     name = served_model("fp32")
     texts = sts_sentences(16) + [LONG, "short"]

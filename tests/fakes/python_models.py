@@ -11,8 +11,8 @@ from types import ModuleType
 from . import pb_utils
 
 ROOT = Path(__file__).resolve().parents[2]
-# Where the model files have lived: exporter/triton_models/ (now), exporter/triton/models/ (the planned layout).
-LOCATIONS = (ROOT / "exporter" / "triton_models", ROOT / "exporter" / "triton" / "models")
+# Where the exporter keeps the model files (exporter.triton.repository.MODELS_DIR, not imported: this stays light).
+LOCATIONS = (ROOT / "exporter" / "triton" / "models",)
 _counter = itertools.count()
 
 

@@ -15,7 +15,7 @@ from types import ModuleType
 
 from google.protobuf import text_format
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class SchemaError(ConfigError):

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
-from .plan import Plan
-from .triton_schema import model_config_pb2
+from ..errors import ConfigError
+from ..plan import Plan
+from .schema import model_config_pb2
 
 TEXT_INPUT = "TEXT"
 EMBEDDING_OUTPUT = "EMBEDDING"
@@ -37,7 +37,7 @@ RUNTIME_LOADERS: dict[str, tuple[str, str]] = {
 
 
 def runtime_class(runtime: str) -> Any:
-    """The loader class of ``runtime`` (:data:`RUNTIME_LOADERS`), imported from ``exporter/runtime/``: the class
+    """The loader class of ``runtime`` (:data:`RUNTIME_LOADERS`), imported from ``exporter/triton/runtime/``: the class
     the python-backend encoder model runs, so the gate, eval and the benchmarks run what is served. Only that
     runtime's libraries are imported (an ONNX artefact does not pull in torch)."""
     loader, name = RUNTIME_LOADERS[runtime]

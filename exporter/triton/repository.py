@@ -1,6 +1,6 @@
 """Write a Triton model repository from exported artefacts, validate it, and publish it atomically.
 
-Layout per model ``<name>`` (see :mod:`exporter.triton_config` for the configs)::
+Layout per model ``<name>`` (see :mod:`exporter.triton.config` for the configs)::
 
     <repo>/manifest.json  README.md  .gitkeep
     <repo>/<name>/config.pbtxt  <name>/1/                       (ensemble: the public entry point)
@@ -27,12 +27,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from .atomic import remove_stale_staging, staging_name, swap_in
-from .errors import ConfigError
-from .plan import Plan
-from .precisions import PRECISIONS
-from .records import FORMAT_VERSION, Artefact, read_json
-from .triton_config import (
+from ..atomic import remove_stale_staging, staging_name, swap_in
+from ..errors import ConfigError
+from ..plan import Plan
+from ..precisions import PRECISIONS
+from ..records import FORMAT_VERSION, Artefact, read_json
+from .config import (
     ENCODER_OUTPUT,
     RUNTIME_LOADERS,
     TOKENIZER_DIR,
@@ -42,12 +42,12 @@ from .triton_config import (
     ensemble_config,
     tokenizer_config,
 )
-from .triton_schema import SchemaError, render, validate_file
+from .schema import SchemaError, render, validate_file
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-MODELS_DIR = Path(__file__).parent / "triton_models"
+MODELS_DIR = Path(__file__).parent / "models"
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 _PLACEHOLDER_FILES = {"README.md", ".gitkeep"}
 _CONFIG_TOOLS = ("tritonclient", "protobuf")  # model_config_pb2 (Triton's schema) and its parser
