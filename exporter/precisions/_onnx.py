@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
 from ..export import export_onnx, load_encoder
 from .base import BuildJob, RouteResult
@@ -25,6 +26,19 @@ def export_fp32(job: BuildJob, path: Path, result: RouteResult) -> Path:
         export_onnx(encoder, job.spec, path)
     result.fp32_bytes = path.stat().st_size
     return path
+
+
+def build_optimized(job: BuildJob, work: Path, finish: Callable[[Any, RouteResult], None] | None = None) -> RouteResult:
+    """The ONNX routes' common build: export fp32, run the transformer optimizer, let ``finish`` change the
+    optimized model (e.g. cast it to float16), and write ``model.onnx``."""
+    result = RouteResult(files=[MODEL_FILE], fp32_bytes=0)
+    raw = export_fp32(job, work / "raw.onnx", result)
+    model = optimize(job, raw, result)
+    if finish is not None:
+        finish(model, result)
+    model.save_model_to_file(str(work / MODEL_FILE))
+    raw.unlink()
+    return result
 
 
 def optimizer_type(job: BuildJob) -> str | None:

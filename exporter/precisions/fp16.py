@@ -24,17 +24,15 @@ def fp32_ops() -> list[str]:
 
 
 def build(job: BuildJob, work: Path) -> RouteResult:
-    from ._onnx import MODEL_FILE, export_fp32, optimize
+    from ._onnx import build_optimized
 
-    result = RouteResult(files=[MODEL_FILE], fp32_bytes=0)
-    raw = export_fp32(job, work / "raw.onnx", result)
-    model = optimize(job, raw, result)
+    return build_optimized(job, work, finish=_to_float16)
+
+
+def _to_float16(model, result: RouteResult) -> None:
     with result.timed("fp16"):
         model.convert_float_to_float16(keep_io_types=True, op_block_list=fp32_ops())
     result.details["fp32_ops"] = list(EXTRA_FP32_OPS)
-    model.save_model_to_file(str(work / MODEL_FILE))
-    raw.unlink()
-    return result
 
 
 PRECISION = Precision(

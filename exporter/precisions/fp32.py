@@ -11,14 +11,9 @@ from .base import BuildJob, GuideRow, Precision, RouteResult, everywhere
 
 
 def build(job: BuildJob, work: Path) -> RouteResult:
-    from ._onnx import MODEL_FILE, export_fp32, optimize
+    from ._onnx import build_optimized
 
-    result = RouteResult(files=[MODEL_FILE], fp32_bytes=0)
-    raw = export_fp32(job, work / "raw.onnx", result)
-    model = optimize(job, raw, result)
-    model.save_model_to_file(str(work / MODEL_FILE))
-    raw.unlink()
-    return result
+    return build_optimized(job, work)
 
 
 PRECISION = Precision(
