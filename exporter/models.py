@@ -53,9 +53,18 @@ def validate_name(name: str, *, source: str = "name") -> str:
     return name
 
 
-def specs_from_args(models: list[str] | None, models_file: str | None) -> list[ModelSpec]:
-    """Model list from ``--model`` (repeatable) and/or ``--models-file``; the default model when neither."""
-    specs = [ModelSpec(m, validate_name(derive_name(m), source=f"name derived from {m!r}")) for m in models or []]
+def validate_spec(spec: ModelSpec) -> ModelSpec:
+    """A caller-made spec, its name checked as a models file's would be."""
+    validate_name(spec.name, source=f"name of {spec.model!r}")
+    return spec
+
+
+def specs_from_args(models: list[str | ModelSpec] | None, models_file: str | None) -> list[ModelSpec]:
+    """Model list from ``--model`` (repeatable; ids, or :class:`ModelSpec` objects from the library API) and/or
+    ``--models-file``, in the order given; the default model when neither. Every name is validated and must be
+    unique (a repository holds one directory per name)."""
+    specs = [validate_spec(m) if isinstance(m, ModelSpec)
+             else ModelSpec(m, validate_name(derive_name(m), source=f"name derived from {m!r}")) for m in models or []]
     if models_file:
         specs += load_models_file(models_file)
     if not specs:

@@ -262,11 +262,7 @@ def make_plans(models: Iterable[str | ModelSpec] | None = None, *, models_file: 
     """
     config = (config or Config.from_env()).with_overrides(device=device, model_precision=precision)
     target = resolve_device(config.device)
-    given = list(models or [])
-    specs = [m for m in given if isinstance(m, ModelSpec)]
-    ids = [m for m in given if not isinstance(m, ModelSpec)]
-    if ids or models_file or not specs:
-        specs += specs_from_args(ids, str(models_file) if models_file else None)
+    specs = specs_from_args(list(models or []), str(models_file) if models_file else None)
     dirs: dict[str, Path | ModelError] = {}
     for spec in specs:
         try:

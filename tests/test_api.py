@@ -58,3 +58,15 @@ def test_newer_report_and_manifest_are_refused(tmp_path):
         read_report(tmp_path)
     with pytest.raises(ConfigError, match="manifest.json has format_version"):
         read_manifest(tmp_path)
+
+
+def test_make_plans_keeps_the_callers_order_and_checks_every_name():
+    from exporter.models import ModelSpec
+
+    spec = ModelSpec("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2")
+    assert [p.name for p in exporter.make_plans(["a/b", ModelSpec("c/d", "dd")], device="cpu")] == ["b", "dd"]
+    for models in ([spec, spec], [spec, "sentence-transformers/all-MiniLM-L6-v2"]):
+        with pytest.raises(ConfigError, match="'all-minilm-l6-v2' is used by both"):
+            exporter.make_plans(models, device="cpu")
+    with pytest.raises(ConfigError, match="'../bad' is not a valid repository name"):
+        exporter.make_plans([ModelSpec("x/y", "../bad")], device="cpu")
