@@ -1,7 +1,8 @@
 """``python -m bench.cpu`` on the GPU machine (``scripts/gpu_served.sh``), whose main environment needs numpy 2
-(scipy) while Triton's python stub needs numpy<2: numpy 1.26 (in /tmp/np1) goes first on the *server's*
-PYTHONPATH only, through ``exporter.serve.ServerSettings.env``; the stub check is skipped
-(``check_environment=False``) because /tmp/np1 was checked by hand to hold numpy 1.26.4.
+(scipy) while Triton's python stub needs numpy<2. The stub ignores PYTHONPATH: the ``.pth`` hook that
+``scripts/gpu_served.sh`` installs puts numpy 1.26 (in /tmp/np1) first on the stub's sys.path. The server's
+PYTHONPATH set here (``exporter.serve.ServerSettings.env``) reaches tritonserver itself, not the stub; the stub
+check is skipped (``check_environment=False``) because it reads the environment without that hook.
 """
 
 from __future__ import annotations

@@ -104,8 +104,10 @@ def stub_binary(binary: Path) -> Path:
     """The python stub built for this interpreter's version, next to the bundled ``binary``; ConfigError if none."""
     stub = binary.parent.parent / "python_backend_stubs" / _STUB_PYTHON / "triton_python_backend_stub"
     if not stub.is_file():
+        stubs = stub.parent.parent
+        found = ", ".join(sorted(p.name for p in stubs.iterdir())) if stubs.is_dir() else f"none ({stubs} is missing)"
         raise ConfigError(f"the bundled tritonserver has no python stub for Python {_STUB_PYTHON} ({stub}); "
-                          f"stubs exist for: {', '.join(sorted(p.name for p in stub.parent.parent.iterdir()))}")
+                          f"stubs exist for: {found}")
     return stub
 
 
@@ -423,8 +425,12 @@ def gather_stub_facts(stub: Path, env: Mapping[str, str]) -> StubFacts:
         log.info("no ldd on PATH: not checking that the python stub can load its libraries")
         facts["unresolved"] = None
     else:
-        out = subprocess.run([ldd, str(stub)], env=dict(env), capture_output=True, text=True, timeout=60)
-        facts["unresolved"] = unresolved_libraries(out.stdout + out.stderr)
+        try:
+            out = subprocess.run([ldd, str(stub)], env=dict(env), capture_output=True, text=True, timeout=60)
+            facts["unresolved"] = unresolved_libraries(out.stdout + out.stderr)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.info("ldd could not read the python stub (%s): not checking its libraries", exc)
+            facts["unresolved"] = None
     return StubFacts(**facts)
 
 

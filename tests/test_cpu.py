@@ -150,7 +150,7 @@ def test_every_kind_has_a_one_line_expectation():
     assert list(INT8_KERNELS) == list(get_args(Int8Kind))
     assert all(int8_expectation(k) and "\n" not in int8_expectation(k) for k in get_args(Int8Kind))
     assert "vpdpbusd" in int8_expectation("avx512_vnni") == int8_expectation("avx_vnni")
-    assert "1.19-1.32x" in int8_expectation("avx2") == int8_expectation("avx512")
+    assert "vpmaddubsw" in int8_expectation("avx2") == int8_expectation("avx512")
 
 
 def test_real_host():

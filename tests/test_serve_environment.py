@@ -169,3 +169,11 @@ def test_the_child_gets_the_parent_death_signal_without_loading_a_library_after_
     out = subprocess.run([sys.executable, "-c", READ_PDEATHSIG], preexec_fn=serve._die_with_parent,
                          capture_output=True, text=True, check=True)
     assert int(out.stdout) == 15  # SIGTERM, kept across exec
+
+
+def test_a_missing_stub_directory_is_named_not_a_traceback(tmp_path):
+    from exporter.serve import stub_binary
+
+    binary = tmp_path / "tritonserver" / "bin" / "tritonserver"
+    with pytest.raises(ConfigError, match="stubs exist for: none .*python_backend_stubs is missing"):
+        stub_binary(binary)
