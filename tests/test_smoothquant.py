@@ -133,15 +133,33 @@ def test_a_large_weight_beside_small_ones_keeps_almost_eight_bits():
     assert pair_sums(quantize_weight(random)[0]).max() <= PAIR_BUDGET
 
 
-def test_saturating_gemms_names_full_range_weights(rewritten):
-    _, quantized = rewritten
-    assert saturating_gemms(quantized) == []
+def full_scale_pair(quantized: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """A copy of ``quantized`` whose first GEMM has one pair of two full-scale weights (255 * 254 > 32767), and
+    that GEMM's name."""
     tampered = onnx.ModelProto()
     tampered.CopyFrom(quantized)
     gemm = next(n for n in tampered.graph.node if n.op_type == "MatMulIntegerToFloat")
     weight = next(i for i in tampered.graph.initializer if i.name == gemm.input[1])
     full = numpy_helper.to_array(weight).copy()
-    full[0:2, 0] = 127  # one pair of two full-scale weights: 255 * 254 > 32767
+    full[0:2, 0] = 127
     weight.CopyFrom(numpy_helper.from_array(full, weight.name))
+    return tampered, gemm.name
+
+
+def test_saturating_gemms_names_full_range_weights(rewritten):
+    _, quantized = rewritten
+    assert saturating_gemms(quantized) == []
+    tampered, name = full_scale_pair(quantized)
     found = saturating_gemms(tampered)
-    assert len(found) == 1 and gemm.name in found[0] and "254 > 128" in found[0]
+    assert len(found) == 1 and name in found[0] and "254 > 128" in found[0]
+
+
+def test_the_int8_route_refuses_a_graph_that_could_saturate(rewritten, tmp_path):
+    from exporter.errors import ExportError
+    from exporter.precisions.int8 import _refuse_cpu_dependent
+
+    onnx.save(rewritten[1], str(tmp_path / "ok.onnx"))
+    _refuse_cpu_dependent(tmp_path / "ok.onnx")
+    onnx.save(full_scale_pair(rewritten[1])[0], str(tmp_path / "bad.onnx"))
+    with pytest.raises(ExportError, match=r"other vectors on AVX2-only CPUs .*\(1 integer GEMMs"):
+        _refuse_cpu_dependent(tmp_path / "bad.onnx")
