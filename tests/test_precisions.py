@@ -79,3 +79,8 @@ def test_importing_the_registry_imports_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_only_int8_depends_on_the_cpus_int8_kernels():
+    # what `exporter plan --why` lists the per-CPU-kind expectations for (an ONNX Runtime integer-GEMM graph)
+    assert [name for name, p in PRECISIONS.items() if p.cpu_int8_kernels] == ["int8"]

@@ -8,6 +8,7 @@ import logging
 
 from ..cpu import INT8_KERNELS, cpu_info
 from ..errors import ModelError
+from ..precisions import get
 from .context import add_model_arguments, load_context
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n{plan.name}:")
             for reason in plan.reasons:
                 print(f"  {reason}")
-            if args.why and plan.precision == "int8" and plan.device == "cpu":
+            if args.why and get(plan.precision).cpu_int8_kernels and plan.device == "cpu":
                 print("\n".join(_int8_cpu_expectations()))
     return 0
 

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, NamedTuple, get_args
 
 if TYPE_CHECKING:
     from ..devices import Device
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..plan import Plan
 
 Runtime = Literal["onnx", "torch"]
-RUNTIME_KINDS: tuple[str, ...] = ("onnx", "torch")
+RUNTIME_KINDS: tuple[str, ...] = get_args(Runtime)
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class Precision:
     quantization_scheme: str | None = None  # the plan's ``quantization.scheme``
     quantization_method: bool = False  # a value of EMB_PROVIDER_QUANTIZATION_METHOD
     native_dtypes: tuple[str, ...] = ()  # config.json ``torch_dtype`` values that make ``auto`` pick it
+    cpu_int8_kernels: bool = False  # its CPU speed and numerics depend on the CPU's int8 GEMM (plan --why lists them)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_KINDS:

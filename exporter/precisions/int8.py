@@ -136,4 +136,5 @@ PRECISION = Precision(
     quantization_scheme=("int8 embedding table + per-token int8 matrix products with SmoothQuant scales, "
                          "ONNX Runtime"),
     quantization_method=True,
+    cpu_int8_kernels=True,
 )
