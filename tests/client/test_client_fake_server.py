@@ -5,6 +5,7 @@ is in test_client_served.py (e2e)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 
@@ -318,3 +319,25 @@ def test_a_repository_built_before_the_extension_still_embeds_and_says_what_it_l
     with pytest.raises(InvalidInput, match="built without the PROMPT_NAME/PROMPT inputs; rebuild"):
         client.call("embed", ["a"], prompt="q: ")
     assert client.call("embed", ["a"], dimensions=2).shape == (1, 2)
+
+
+def test_cli_prompt_name_dimensions_and_token_counts(fake, prompted, capsys):
+    from client.cli import main
+
+    base = ["--url", fake.url, "--model", "prompted"]
+    assert main([*base, "embed", "a b", "c", "--prompt-name", "passage", "--dimensions", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    full = expected(["passage: a b", "passage: c"])
+    np.testing.assert_allclose(out["embeddings"], full[:, :2] / np.linalg.norm(full[:, :2], axis=1, keepdims=True),
+                               rtol=1e-6)
+    assert (out["dim"], out["token_counts"]) == (2, [5, 4])
+    assert main([*base, "embed", "a", "--prompt", ""]) == 0
+    assert "dim=4 norm=1.000 tokens=3  'a'" in capsys.readouterr().out  # truncate_dim 4; no prompt: 1 word + 2
+    assert main([*base, "embed", "a", "--dimensions", "0"]) == 2
+    assert "dimensions=0 is out of range for model 'prompted'; allowed: an integer from 1 to 8" in \
+        capsys.readouterr().err
+    assert main([*base, "models"]) == 0
+    assert "prompts: query='query: ', passage='passage: '; default prompt: query; truncate_dim: 4" in \
+        capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*base, "embed", "a", "--prompt", "x", "--prompt-name", "query"])
