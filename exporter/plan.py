@@ -53,6 +53,8 @@ class Plan:
     memory: MemoryPlan
     max_length: int | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    prompts: dict[str, str] | None = None  # models-file overrides of the model's prompts (by name)
+    truncate_dim: int | None = None  # models-file default output width (Matryoshka truncation by clients)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -202,7 +204,7 @@ def _plan(spec: ModelSpec, config: Config, device: Device, native: str | None, c
         model=spec.model, name=spec.name, group=spec.group, device=device.label, requested=requested,
         precision=chosen, route=precision.route, runtime=precision.runtime, native_dtype=native,
         decided_by=decided_by, quantization=quantization, memory=_memory_plan(config, device),
-        max_length=spec.max_length, reasons=tuple(reasons),
+        max_length=spec.max_length, reasons=tuple(reasons), prompts=spec.prompts, truncate_dim=spec.truncate_dim,
     )
 
 
@@ -248,7 +250,8 @@ def make_plans(models: Iterable[str | ModelSpec] | None = None, *, models_file: 
     Args:
         models: hub ids or local model directories (their names derived), or :class:`ModelSpec` objects; with
             neither ``models`` nor ``models_file``, the bundled default model.
-        models_file: a YAML models file (model, name, group, max_length, precision), added to ``models``.
+        models_file: a YAML models file (model, name, group, max_length, precision, prompts, truncate_dim),
+            added to ``models``.
         config: the settings (default: ``Config.from_env()``, the ``EMB_PROVIDER_*`` variables).
         device: the serving target (e.g. ``"cpu"``, ``"cuda:8.0"``), overriding ``config.device``.
         precision: the global precision for this run, overriding ``config.model_precision``.

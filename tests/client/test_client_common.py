@@ -97,11 +97,12 @@ def test_batch_size_defaults_to_model_max_and_may_not_exceed_it():
 
 def test_assemble_returns_rows_in_order_a_vector_for_one_text_and_zero_rows_for_none():
     info = ModelInfo.from_config(ENSEMBLE)
-    parts = [np.full((2, 384), 1, np.float32), np.full((1, 384), 2, np.float32)]
-    assert assemble(parts, info, single=False)[:, 0].tolist() == [1, 1, 2]
-    assert assemble(parts[1:], info, single=True).shape == (384,)
+    parts = [(np.full((2, 384), 1, np.float32), None), (np.full((1, 384), 2, np.float32), None)]
+    assert assemble(parts, info, single=False).vectors[:, 0].tolist() == [1, 1, 2]
+    assert assemble(parts[1:], info, single=True).vectors.shape == (384,)
     empty = assemble([], info, single=False)
-    assert empty.shape == (0, 384) and empty.dtype == np.float32
+    assert empty.vectors.shape == (0, 384) and empty.vectors.dtype == np.float32
+    assert empty.token_counts.shape == (0,) and empty.total_tokens == 0
 
 
 # -- the model contract ---------------------------------------------------------------------------------------------
@@ -110,6 +111,25 @@ def test_model_info_reads_the_ensemble_parameters():
     info = ModelInfo.from_config(ENSEMBLE)
     assert info == ModelInfo("minilm-fp32", 384, 64, "fp32", "onnx-fp32", "sentence-transformers/all-MiniLM-L6-v2",
                              max_seq_length=256)
+
+
+def test_model_info_reads_prompts_truncate_dim_normalization_and_the_extended_tensors():
+    config = {**ENSEMBLE,
+              "input": [*ENSEMBLE["input"], *({"name": n, "data_type": "TYPE_STRING", "dims": [1], "optional": True}
+                                              for n in ("PROMPT_NAME", "PROMPT"))],
+              "output": [*ENSEMBLE["output"], {"name": "TOKEN_COUNT", "data_type": "TYPE_INT64", "dims": [1]}],
+              "parameters": {**ENSEMBLE["parameters"], **{k: {"string_value": v} for k, v in {
+                  "normalized": "false", "prompts": '{"query": "query: "}', "default_prompt_name": "query",
+                  "truncate_dim": "128"}.items()}}}
+    info = ModelInfo.from_config(config)
+    assert (info.normalized, info.prompts, info.default_prompt_name, info.truncate_dim) == (
+        False, {"query": "query: "}, "query", 128)
+    assert info.prompt_inputs and info.token_counts
+    old = ModelInfo.from_config(ENSEMBLE)  # built before the extension: defaults, and no prompts or counts to ask for
+    assert (old.normalized, old.prompts, old.truncate_dim, old.prompt_inputs, old.token_counts) == (
+        True, {}, None, False, False)
+    config["parameters"]["prompts"] = {"string_value": "not json"}
+    assert ModelInfo.from_config(config).prompts == {}
 
 
 @pytest.mark.parametrize("change", [
