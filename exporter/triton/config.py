@@ -77,6 +77,7 @@ class ArtefactInfo:
     max_seq_length: int
     inputs: tuple[str, ...]
     runtime: str
+    route: str = ""  # the route built (differs from the plan's after a torch fallback); "" in older reports
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> "ArtefactInfo":
@@ -87,7 +88,8 @@ class ArtefactInfo:
             raise ConfigError(f"artefact output {report['output']!r} is not {ENCODER_OUTPUT!r}")
         if report["runtime"] not in RUNTIME_LOADERS:
             raise ConfigError(f"artefact runtime {report['runtime']!r} is not one of {sorted(RUNTIME_LOADERS)}")
-        return cls(int(report["dim"]), int(report["max_seq_length"]), tuple(report["inputs"]), report["runtime"])
+        return cls(int(report["dim"]), int(report["max_seq_length"]), tuple(report["inputs"]), report["runtime"],
+                   str(report.get("route") or ""))
 
 
 def _pb():
@@ -113,7 +115,7 @@ def _instance_group(config, gpu: bool, count: int) -> None:
 
 def _public_parameters(plan: Plan, spec: ArtefactInfo) -> dict[str, Any]:
     """Recorded on the ensemble and the encoder so that clients can read them from the model config."""
-    return {"precision": plan.precision, "route": plan.route, "dim": spec.dim, "model": plan.model,
+    return {"precision": plan.precision, "route": spec.route or plan.route, "dim": spec.dim, "model": plan.model,
             "max_seq_length": spec.max_seq_length, "target_device": plan.device}
 
 
