@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from family_models import FAMILIES
 
 from exporter.artefact import ExportError, ExportOptions, export_artefact
 from exporter.cli.export import summary_line
@@ -22,6 +21,7 @@ from exporter.export import read_encoder_spec
 from exporter.verify import cosines
 
 from export_helpers import plan_for, tiny_st_model
+from family_models import FAMILIES
 
 LIMIT = 24
 # the issue's targets for served vectors vs sentence-transformers (min cosine); int4's gate is a mean (base.py)
@@ -149,10 +149,9 @@ def test_left_padded_requests_batched_across_requests_keep_sentence_transformers
     """tokenizer_model pads on the side tokenizer_config.json names (left, EOS appended by the post-processor);
     encoder_model pools rows of several requests into length buckets: each text's vector is still the
     sentence-transformers one."""
-    from test_python_models import args, params, text_array
-
     from fakes import pb_utils
     from fakes.python_models import load_python_model
+    from test_python_models import args, params, text_array
 
     model = family("qwen3")
     artefact = export_artefact(plan_for("fp32", "q"), model, tmp_path / "out", ExportOptions(verification_limit=8))
