@@ -20,7 +20,7 @@ import torch
 
 from .errors import ModelError
 from .models import check_model_dir
-from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, activation, dense_layer
+from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, activation, dense_layer, model_class
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +144,25 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
             raise ModelError(f"{modules_file} lists no Pooling module; the encoder needs one")
     check_model_dir(transformer_dir)
     config = _read_json(transformer_dir / "config.json")
+    _check_architecture(transformer_dir, config)
     return EncoderSpec(
         model_dir=model_dir, transformer_dir=transformer_dir, pooling=pooling, dense=tuple(dense),
         dense_dirs=tuple(dense_dirs), normalize=normalize,
         max_seq_length=max_length or _model_max_length(transformer_dir, config),
         inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config,
         token_width=token_width)
+
+
+def _check_architecture(transformer_dir: Path, config: dict[str, Any]) -> None:
+    """A model_type transformers does not know is named here, before tokenizer or weights are touched (models
+    with custom code, ``auto_map`` in config.json, are left to the remote-code check)."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if "auto_map" not in config and model_type not in CONFIG_MAPPING:
+        raise ModelError(f"{transformer_dir / 'config.json'}: model_type {model_type!r} is not an architecture "
+                         f"transformers {transformers.__version__} knows, so it can be neither loaded nor exported")
 
 
 def _model_max_length(transformer_dir: Path, config: dict[str, Any]) -> int:
@@ -198,12 +211,12 @@ def _load_dense_weights(layer: torch.nn.Module, directory: Path) -> None:
 def load_encoder(spec: EncoderSpec, *, trust_remote_code: bool = False,
                  attn_implementation: str | None = "eager") -> SentenceEncoder:
     """The fp32 encoder with the model's weights (eager attention: the pattern ORT's fusions recognise)."""
-    from transformers import AutoModel
-
+    model_type = str(spec.config.get("model_type", ""))
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        transformer = AutoModel.from_pretrained(str(spec.transformer_dir), trust_remote_code=trust_remote_code,
-                                                dtype=torch.float32, use_safetensors=True, **kwargs)
+        transformer = model_class(model_type).from_pretrained(
+            str(spec.transformer_dir), trust_remote_code=trust_remote_code, dtype=torch.float32,
+            use_safetensors=True, **kwargs)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ModelError(f"{spec.model_dir} needs custom code; pass --trust-remote-code if you trust it") \

@@ -203,7 +203,23 @@ def gemma3(path: Path) -> Path:
     return _save_st(base, path / "st", "mean", dense=[(128, torch.nn.Identity()), (HIDDEN, torch.nn.Identity())])
 
 
+def t5(path: Path) -> Path:
+    """sentence-t5 / gtr-t5 layout: the T5 encoder alone (relative position buckets), mean pooling, a Dense layer."""
+    import torch
+    from transformers import T5Config, T5Model
+
+    torch.manual_seed(0)
+    base = path / "hf"
+    config = T5Config(vocab_size=VOCAB, d_model=HIDDEN, d_kv=16, d_ff=FFN, num_layers=LAYERS, num_heads=HEADS,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    T5Model(config).save_pretrained(base)  # a full encoder-decoder checkpoint, as on the hub
+    tok = _tokenizer("unigram", ["<pad>", "</s>", "<unk>"], "$A </s>")
+    _save_tokenizer(tok, base, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                    model_input_names=["input_ids", "attention_mask"])
+    return _save_st(base, path / "st", "mean", dense=[(HIDDEN, torch.nn.Identity())])
+
+
 FAMILIES: dict[str, Callable[[Path], Path]] = {
     "bert": bert, "bert-no-token-types": bert_no_types, "distilbert": distilbert, "xlm-roberta": xlm_roberta,
-    "mpnet": mpnet, "modernbert": modernbert, "qwen3": qwen3, "gemma3": gemma3,
+    "mpnet": mpnet, "modernbert": modernbert, "qwen3": qwen3, "gemma3": gemma3, "t5": t5,
 }

@@ -16,9 +16,10 @@ MODEL_FILE = "model.onnx"
 # HF model_type -> ONNX Runtime transformers-optimizer model type whose fusions match its graph
 OPTIMIZER_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "camembert": "bert",
                    "distilbert": "bert", "electra": "bert", "mpnet": "bert", "ernie": "bert",
-                   "nomic_bert": "bert", "bart": "bart", "t5": "t5", "mt5": "t5"}
-# not "qwen3": its fusion writes RotaryEmbedding nodes with batch-1 position_ids (a decoder-with-past export's
-# layout), which ONNX Runtime rejects for a batch > 1 of this encoder graph; such graphs stay unfused (WARNING)
+                   "nomic_bert": "bert", "bart": "bart"}
+# Left out on purpose, so that their graphs stay unfused (WARNING): "qwen3", whose fusion writes RotaryEmbedding
+# nodes with batch-1 position_ids (a decoder-with-past layout) that ONNX Runtime rejects for a batch > 1 here; and
+# "t5"/"mt5", whose fusion writes RelativePositionBias, a contrib op with a CUDA kernel only.
 
 
 def export_fp32(job: BuildJob, path: Path, result: RouteResult) -> Path:
@@ -71,7 +72,7 @@ def optimize(job: BuildJob, source: Path, result: RouteResult, *, keep_projectio
         if model_type is None:
             log.warning("ONNX Runtime's transformer optimizer has no fusions usable for model_type=%r; the graph "
                         "is left unfused (same numbers, more nodes, slower)", config.get("model_type"))
-            result.details["optimizer"] = f"none (model_type {config.get('model_type')!r} unknown to it)"
+            result.details["optimizer"] = f"none (no usable fusions for model_type {config.get('model_type')!r})"
             model = optimize_model(str(source), model_type="bert", opt_level=0, optimization_options=_no_fusion())
         else:
             options = FusionOptions(model_type)

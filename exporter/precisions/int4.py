@@ -60,10 +60,13 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     encoder = load_fp32(job, result)
     tensors: dict[str, torch.Tensor] = {}
     quantized: set[str] = set()
+    # modules transformers keeps in fp32 (T5's feed-forward "wo"): their forward casts activations to the weight's
+    # dtype, which for a 4-bit weight is uint8 - so they stay unquantized (stored fp16 like the rest)
+    keep = set(getattr(encoder.transformer, "_keep_in_fp32_modules", None) or ())
     with result.timed("quantize"):
         for name, module in encoder.named_modules():
             key = f"{name}.weight"
-            if isinstance(module, nn.Linear) and name.startswith("transformer."):
+            if isinstance(module, nn.Linear) and name.startswith("transformer.") and not keep & set(name.split(".")):
                 tensors.update(_nf4(module.weight.data, key))
             elif isinstance(module, nn.Embedding):
                 tensors.update(_int8_rows(module.weight.data, key))

@@ -33,6 +33,9 @@ NF4_MARKER = ".quant_state.bitsandbytes__nf4"
 INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".scale"
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "weightedmean", "lasttoken")
 IDENTITY = "torch.nn.modules.linear.Identity"
+# encoder-decoder families whose encoder alone makes the sentence vector, as sentence-transformers loads them
+# (its Transformer module's encoder-only registry): model_type -> transformers class
+ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -114,6 +117,14 @@ def dense_layer(spec: dict[str, Any]) -> nn.Module:
     return nn.Sequential(linear, activation(spec.get("activation_function")))
 
 
+def model_class(model_type: str) -> Any:
+    """The transformers class that loads ``model_type`` for embedding: the encoder alone for encoder-decoder
+    families, else ``AutoModel``."""
+    import transformers
+
+    return getattr(transformers, ENCODER_ONLY.get(model_type, "AutoModel"))
+
+
 def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None) -> SentenceEncoder:
     """The encoder's architecture from ``encoder.json`` (random weights; the caller loads them)."""
     from transformers import AutoConfig, AutoModel
@@ -122,7 +133,10 @@ def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None
     config_dict = dict(meta["config"])
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    transformer = AutoModel.from_config(config, trust_remote_code=trust, **kwargs)
+    if config.model_type in ENCODER_ONLY:
+        transformer = model_class(config.model_type)(config, **kwargs)
+    else:
+        transformer = AutoModel.from_config(config, trust_remote_code=trust, **kwargs)
     dense = [dense_layer(d) for d in meta.get("dense", [])]
     return SentenceEncoder(transformer, meta["pooling"], dense, bool(meta["normalize"]), meta["inputs"])
 
