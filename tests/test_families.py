@@ -1,4 +1,4 @@
-"""Every architecture family (tests/family_models.py: tiny random models with their own tokenizers) exports at every
+"""Every architecture family (bench/tiny_families.py: tiny random models with their own tokenizers) exports at every
 precision and passes the gate against sentence-transformers on the same weights; the pooling modes, Dense
 activations and Normalize (or none) of sentence-transformers give its exact vectors; the server-side tokenizer pads
 on the model's side and the encoder model's cross-request batching keeps left-padded rows right; a model ONNX export
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.tiny_families import FAMILIES
 from exporter.artefact import ExportError, ExportOptions, export_artefact
 from exporter.cli.export import summary_line
 from exporter.errors import ModelError
@@ -21,7 +22,6 @@ from exporter.export import read_encoder_spec
 from exporter.verify import cosines
 
 from export_helpers import plan_for, tiny_st_model
-from family_models import FAMILIES
 
 LIMIT = 24
 # the issue's targets for served vectors vs sentence-transformers (min cosine); int4's gate is a mean (base.py)

@@ -1,4 +1,4 @@
-"""Tiny models of the XLM-R, ModernBERT, Qwen3 and Gemma 3 families (tests/family_models.py), plus a BERT built through
+"""Tiny models of the XLM-R, ModernBERT, Qwen3 and Gemma 3 families (bench/tiny_families.py), plus a BERT built through
 the torch fallback, in ONE repository on ONE real Triton: served vectors equal sentence-transformers on the same
 weights, also when requests of different lengths are batched together (left-padded Qwen3 rows included)."""
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from bench.tiny_families import FAMILIES
 from exporter.artefact import ExportOptions, export_artefact
 from exporter.verify import cosines
 
 from export_helpers import plan_for
-from family_models import FAMILIES
 
 pytestmark = pytest.mark.slow
 
