@@ -192,7 +192,7 @@ def gemma3(path: Path) -> Path:
     torch.manual_seed(0)
     base = path / "hf"
     config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                              num_attention_heads=HEADS, num_key_value_heads=2, head_dim=16, intermediate_size=FFN,
+                              num_attention_heads=HEADS, num_key_value_heads=1, head_dim=16, intermediate_size=FFN,
                               max_position_embeddings=512, sliding_window=8, query_pre_attn_scalar=16,
                               layer_types=["sliding_attention", "full_attention"],
                               use_bidirectional_attention=True, pad_token_id=0, eos_token_id=1, bos_token_id=2)

@@ -59,6 +59,9 @@ def test_family_exports_and_passes_the_gate(family, tmp_path, caplog, name, prec
     gate = report["gate"]
     assert gate["passed"] and gate[gate["statistic"]] >= TARGETS[precision], gate
     assert report["dim"] == 64 and report["normalized"] is True and report["route"] == plan_for(precision).route
+    if precision == "int4":  # linears bitsandbytes' CPU kernel cannot pack, or transformers keeps in fp32, stay fp16
+        kept = report["route_details"]["int4"]["linear_kept_fp16"]
+        assert {"gemma3": {"k_proj", "v_proj"}, "t5": {"wo"}}.get(name, set()) == {k.rsplit(".", 1)[-1] for k in kept}
     if report["runtime"] == "onnx" and name in UNFUSED:  # unfused graph, WARNING naming the model type, still gated
         assert report["route_details"]["optimizer"].startswith("none (no usable fusions for model_type")
         assert any("no fusions usable for model_type" in r.getMessage() for r in caplog.records)
