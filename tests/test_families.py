@@ -233,3 +233,48 @@ def test_unknown_architecture_is_a_model_error_naming_the_model_type(tmp_path):
     config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"model_type": "nosuchmodel"}))
     with pytest.raises(ModelError, match=r"config.json: model_type 'nosuchmodel' is not an architecture transformers"):
         read_encoder_spec(model)
+
+
+def test_hidden_width_is_read_under_the_family_key_or_refused_naming_the_model_type():
+    from exporter.export import hidden_width
+
+    configs = ({"hidden_size": 8}, {"dim": 16}, {"d_model": 32}, {"n_embd": 4})
+    assert [hidden_width(c) for c in configs] == [8, 16, 32, 4]
+    with pytest.raises(ModelError, match=r"model_type 'oddnet' names its hidden width under none of hidden_size"):
+        hidden_width({"model_type": "oddnet", "width": 8})
+
+
+@pytest.mark.parametrize("padding,truncation", [("left", "right"), ("right", "left")])
+def test_tokenizer_model_pads_and_truncates_on_the_sides_tokenizer_config_names(tmp_path, padding, truncation):
+    from export_helpers import bundled_dir
+    from fakes import pb_utils
+    from test_python_models import make_tokenizer, text_array
+
+    tokenizer_dir = tmp_path / "1" / "tokenizer"
+    tokenizer_dir.mkdir(parents=True)
+    shutil.copy(bundled_dir() / "tokenizer.json", tokenizer_dir)
+    config = json.loads((bundled_dir() / "tokenizer_config.json").read_text())
+    config.update(padding_side=padding, truncation_side=truncation)
+    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    model = make_tokenizer(tmp_path, max_seq_length=6)
+    (response,) = model.execute([pb_utils.request(TEXT=text_array("hi", "one two three four five six seven"))])
+    ids, mask = (next(t.as_numpy() for t in response.output_tensors() if t.name() == n)
+                 for n in ("input_ids", "attention_mask"))
+    assert mask[0].tolist() == ([0, 0, 0, 1, 1, 1] if padding == "left" else [1, 1, 1, 0, 0, 0])
+    cls, sep = 101, 102
+    long_row = ids[1].tolist()
+    assert long_row[0] == cls and long_row[-1] == sep and len(long_row) == 6
+    kept = [model.tokenizer.id_to_token(i) for i in long_row[1:-1]]
+    assert kept == (["one", "two", "three", "four"] if truncation == "right" else ["four", "five", "six", "seven"])
+
+
+def test_tokenizer_model_refuses_an_unknown_padding_side(tmp_path):
+    from export_helpers import bundled_dir
+    from test_python_models import make_tokenizer
+
+    tokenizer_dir = tmp_path / "1" / "tokenizer"
+    tokenizer_dir.mkdir(parents=True)
+    shutil.copy(bundled_dir() / "tokenizer.json", tokenizer_dir)
+    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps({"padding_side": "middle"}))
+    with pytest.raises(ValueError, match="padding/truncation side 'middle' is not 'left' or 'right'"):
+        make_tokenizer(tmp_path)
