@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -253,6 +254,9 @@ def export_onnx(encoder: SentenceEncoder, spec: EncoderSpec, path: Path, opset: 
     return path
 
 
+_TRACE_LOCK = threading.Lock()
+
+
 @contextmanager
 def traceable_masks() -> Iterator[None]:
     """Let the TorchScript tracer follow transformers' attention-mask builder.
@@ -282,12 +286,13 @@ def traceable_masks() -> Iterator[None]:
                          cache_position[None, None, :, None], kv[None, None, None, :])
         return mask.expand(batch_size, 1, cache_position.shape[0], kv_length)
 
-    original = mu.sdpa_mask
-    mu.sdpa_mask = broadcast_mask  # eager_mask looks it up by this module-level name
-    try:
-        yield
-    finally:
-        mu.sdpa_mask = original
+    with _TRACE_LOCK:  # a module global is swapped: two exports in threads must not restore it under each other
+        original = mu.sdpa_mask
+        mu.sdpa_mask = broadcast_mask  # eager_mask looks it up by this module-level name
+        try:
+            yield
+        finally:
+            mu.sdpa_mask = original
 
 
 def _fix_output_width(path: Path, dim: int) -> None:
