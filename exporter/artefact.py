@@ -23,7 +23,7 @@ from typing import Any
 
 from .atomic import remove_stale_staging, staging_name, swap_in
 from .cpu import cpu_info
-from .errors import ExporterError, ExportError, GateError
+from .errors import ExporterError, ExportError, GateError, OnnxExportError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .options import ExportOptions
 from .plan import Plan
@@ -62,11 +62,15 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the published dir must be readable by the server
     try:
-        result = builder(BuildJob(plan, spec, options.trust_remote_code), work)
+        job = BuildJob(plan, spec, options.trust_remote_code)
+        try:
+            result = builder(job, work)
+        except OnnxExportError as exc:
+            result = _torch_fallback(job, work, exc)
         with result.timed("tokenizer"):
             copy_tokenizer(spec, work / TOKENIZER_DIR)
         with result.timed("gate"):
-            gate = _gate(plan, spec, work, options)
+            gate = _gate(plan, spec, work, options, result.runtime or plan.runtime)
         result.timings["total"] = round(time.perf_counter() - started, 3)
         text = json.dumps(_report(plan, spec, work, result, gate), indent=2, ensure_ascii=False)
         (work / REPORT_FILE).write_text(text + "\n", encoding="utf-8")
@@ -81,10 +85,27 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions) -> GateResult:
+def _torch_fallback(job: BuildJob, work: Path, cause: OnnxExportError) -> RouteResult:
+    """The precision's torch route for a model ONNX export cannot express (WARNING; recorded in report.json as
+    ``route``/``runtime`` and ``route_details.fallback``), or a refusal naming the precisions that have one."""
+    precision = PRECISIONS[job.plan.precision]
+    if precision.torch_fallback is None:
+        others = [p.name for p in PRECISIONS.values() if p.torch_fallback is not None or p.runtime == "torch"]
+        raise ExportError(f"{cause}; {precision.name} needs the ONNX graph (it has no torch route). Precisions "
+                          f"that serve this model through torch: {', '.join(others)}") from cause
+    log.warning("%s; serving %s through the torch route instead", cause, precision.name)
+    for item in work.iterdir():  # what the ONNX attempt left
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    result = precision.torch_fallback(job, work)
+    result.runtime, result.route = "torch", f"torch-{precision.name}"
+    result.details["fallback"] = {"from": job.plan.route, "to": result.route, "reason": str(cause)}
+    return result
+
+
+def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions, runtime: str) -> GateResult:
     sentences = verification_sentences(options.verification_limit)
     reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, options.trust_remote_code)
-    encoder = runtime_class(plan.runtime)(str(work))
+    encoder = runtime_class(runtime)(str(work))
     return run_gate(encoder, work / TOKENIZER_DIR, reference, sentences, spec.max_seq_length,
                     options.threshold(plan.precision), statistic=gate_statistic(plan.precision),
                     accept_degraded=options.accept_degraded,
@@ -119,9 +140,12 @@ def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate
         "name": plan.name,
         "model": plan.model,
         "precision": plan.precision,
-        "route": plan.route,
-        "runtime": plan.runtime,
+        "route": result.route or plan.route,
+        "runtime": result.runtime or plan.runtime,
         "dim": spec.dim,
+        "pooling": list(spec.pooling),  # what the vector is: pooling modes, Dense layers, L2-normalized or not
+        "dense_layers": len(spec.dense),
+        "normalized": spec.normalize,
         "max_seq_length": spec.max_seq_length,
         "inputs": list(spec.inputs),
         "output": OUTPUT_NAME,

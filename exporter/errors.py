@@ -49,6 +49,11 @@ class ExportError(ExporterError):
     exit_code = 1
 
 
+class OnnxExportError(ExportError):
+    """``torch.onnx.export`` cannot express this model (an operator or control flow the tracer does not support);
+    the artefact writer then builds the precision's torch route, where the precision has one."""
+
+
 class GateError(ExportError):
     """The artefact's vectors are further from the fp32 reference than the gate allows (nothing published).
     ``gate`` holds the numbers (a :class:`exporter.verify.GateResult`)."""

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .errors import ModelError
 from .models import check_model_dir
-from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, dense_layer
+from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, activation, dense_layer, model_class
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,27 @@ class EncoderSpec:
     # config_sentence_transformers.json's prompts (name -> prefix) and default prompt name: served by the tokenizer
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    token_width: int = 0  # the Pooling config's embedding dimension; 0: the transformer config's hidden width
 
     @property
     def dim(self) -> int:
-        """Width of the output vector (the last Dense layer's, else pooled hidden size x modes)."""
+        """Width of the output vector (the last Dense layer's, else token width x pooling modes)."""
         if self.dense:
             return int(self.dense[-1]["out_features"])
-        return int(self.config["hidden_size"]) * len(self.pooling)
+        return (self.token_width or hidden_width(self.config, self.transformer_dir)) * len(self.pooling)
+
+
+# config.json keys that hold the width of the token vectors, by architecture family (BERT, DistilBERT, T5/BART, GPT-2)
+_WIDTH_KEYS = ("hidden_size", "dim", "d_model", "n_embd")
+
+
+def hidden_width(config: dict[str, Any], where: Path | str = "config.json") -> int:
+    """The transformer's token vector width, read under the key its own config uses."""
+    for key in _WIDTH_KEYS:
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    raise ModelError(f"{where}: model_type {config.get('model_type')!r} names its hidden width under none of "
+                     f"{', '.join(_WIDTH_KEYS)}; add a Pooling module whose config.json gives embedding_dimension")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -72,8 +88,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _pooling_modes(config: dict[str, Any], where: Path) -> tuple[str, ...]:
-    if isinstance(config.get("pooling_mode"), str):  # newer single-key form
-        modes = [config["pooling_mode"].replace("_tokens", "").replace("_token", "")]
+    named = config.get("pooling_mode")  # sentence-transformers >= 5: one mode or a list of them
+    if named:
+        names = [named] if isinstance(named, str) else list(named)
+        modes = [str(m).replace("_tokens", "").replace("_token", "") for m in names]
     else:
         modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
     bad = [m for m in modes if m not in POOLING_MODES]
@@ -84,11 +102,21 @@ def _pooling_modes(config: dict[str, Any], where: Path) -> tuple[str, ...]:
     return tuple(modes)
 
 
+def _dense_config(where: Path) -> dict[str, Any]:
+    """A Dense module's config, its activation checked now so that a bad one is named before any export work."""
+    config = _read_json(where)
+    try:
+        activation(config.get("activation_function"))
+    except ValueError as exc:
+        raise ModelError(f"{where}: {exc}") from None
+    return config
+
+
 def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> EncoderSpec:
     """Parse ``modules.json`` and the module configs; a plain HF model gets mean pooling + normalize (WARNING)."""
     model_dir = Path(model_dir)
     modules_file = model_dir / "modules.json"
-    transformer_dir, pooling, normalize = model_dir, ("mean",), True
+    transformer_dir, pooling, normalize, token_width = model_dir, ("mean",), True, 0
     dense: list[dict[str, Any]] = []
     dense_dirs: list[Path] = []
     is_st = modules_file.is_file()
@@ -104,9 +132,12 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
             if kind == "Transformer":
                 transformer_dir = path
             elif kind == "Pooling":
-                pooling = _pooling_modes(_read_json(path / "config.json"), path / "config.json")
+                pooling_config = _read_json(path / "config.json")
+                pooling = _pooling_modes(pooling_config, path / "config.json")
+                token_width = int(pooling_config.get("embedding_dimension")
+                                  or pooling_config.get("word_embedding_dimension") or 0)
             elif kind == "Dense":
-                dense.append(_read_json(path / "config.json"))
+                dense.append(_dense_config(path / "config.json"))
                 dense_dirs.append(path)
             elif kind == "Normalize":
                 normalize = True
@@ -117,13 +148,14 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
             raise ModelError(f"{modules_file} lists no Pooling module; the encoder needs one")
     check_model_dir(transformer_dir)
     config = _read_json(transformer_dir / "config.json")
+    _check_architecture(transformer_dir, config)
     prompts, default_prompt_name = read_prompts(model_dir)
     return EncoderSpec(
         model_dir=model_dir, transformer_dir=transformer_dir, pooling=pooling, dense=tuple(dense),
         dense_dirs=tuple(dense_dirs), normalize=normalize,
         max_seq_length=max_length or _model_max_length(transformer_dir, config),
         inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config,
-        prompts=prompts, default_prompt_name=default_prompt_name)
+        prompts=prompts, default_prompt_name=default_prompt_name, token_width=token_width)
 
 
 def read_prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
@@ -143,6 +175,18 @@ def read_prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
         raise ModelError(f"{path}: default_prompt_name {default!r} is not one of the prompts "
                          f"({', '.join(map(repr, prompts)) or 'none'})")
     return prompts, default
+
+
+def _check_architecture(transformer_dir: Path, config: dict[str, Any]) -> None:
+    """A model_type transformers does not know is named here, before tokenizer or weights are touched (models
+    with custom code, ``auto_map`` in config.json, are left to the remote-code check)."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if "auto_map" not in config and model_type not in CONFIG_MAPPING:
+        raise ModelError(f"{transformer_dir / 'config.json'}: model_type {model_type!r} is not an architecture "
+                         f"transformers {transformers.__version__} knows, so it can be neither loaded nor exported")
 
 
 def _model_max_length(transformer_dir: Path, config: dict[str, Any]) -> int:
@@ -191,12 +235,12 @@ def _load_dense_weights(layer: torch.nn.Module, directory: Path) -> None:
 def load_encoder(spec: EncoderSpec, *, trust_remote_code: bool = False,
                  attn_implementation: str | None = "eager") -> SentenceEncoder:
     """The fp32 encoder with the model's weights (eager attention: the pattern ORT's fusions recognise)."""
-    from transformers import AutoModel
-
+    model_type = str(spec.config.get("model_type", ""))
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        transformer = AutoModel.from_pretrained(str(spec.transformer_dir), trust_remote_code=trust_remote_code,
-                                                dtype=torch.float32, use_safetensors=True, **kwargs)
+        transformer = model_class(model_type).from_pretrained(
+            str(spec.transformer_dir), trust_remote_code=trust_remote_code, dtype=torch.float32,
+            use_safetensors=True, **kwargs)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ModelError(f"{spec.model_dir} needs custom code; pass --trust-remote-code if you trust it") \
@@ -212,7 +256,8 @@ def load_encoder(spec: EncoderSpec, *, trust_remote_code: bool = False,
 
 def dummy_inputs(spec: EncoderSpec, batch: int = 2, seq: int = 8) -> tuple[torch.Tensor, ...]:
     """Example inputs for tracing, with padding in the second row so masking is part of the graph."""
-    ids = torch.randint(1000, 2000, (batch, seq), dtype=torch.int64)
+    vocab = int(spec.config.get("vocab_size") or 2000)  # ids inside the model's own table (tiny models too)
+    ids = torch.randint(vocab // 2, vocab, (batch, seq), dtype=torch.int64)
     mask = torch.ones(batch, seq, dtype=torch.int64)
     mask[-1, seq // 2:] = 0
     feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
@@ -224,12 +269,53 @@ def export_onnx(encoder: SentenceEncoder, spec: EncoderSpec, path: Path, opset: 
     external data (models here are < 2 GB; larger ones get ``model.onnx_data`` beside it)."""
     axes = {name: {0: "batch", 1: "sequence"} for name in spec.inputs}
     axes[OUTPUT_NAME] = {0: "batch"}
-    with torch.inference_mode():
+    with torch.inference_mode(), traceable_masks():
         torch.onnx.export(encoder, dummy_inputs(spec), str(path), input_names=list(spec.inputs),
                           output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset, dynamo=False,
                           do_constant_folding=True)
     _fix_output_width(path, spec.dim)
     return path
+
+
+_TRACE_LOCK = threading.Lock()
+
+
+@contextmanager
+def traceable_masks() -> Iterator[None]:
+    """Let the TorchScript tracer follow transformers' attention-mask builder.
+
+    Decoder-style models (Qwen3, Gemma 3, ...) build their 4-D masks in ``transformers.masking_utils`` by
+    ``torch.vmap``-ing an index predicate (causal, sliding window, bidirectional overlay, padding); the tracer
+    cannot record vmap (``RuntimeError: unordered_map::at``). The predicates are elementwise, so calling them once
+    on broadcast index grids gives the same boolean mask with ordinary tensor ops. Swapped in for the export only.
+    """
+    try:
+        from transformers import masking_utils as mu
+    except ImportError:  # older transformers: masks are built without vmap
+        yield
+        return
+
+    def broadcast_mask(batch_size: int, cache_position: torch.Tensor, kv_length: int, kv_offset: int = 0,
+                       mask_function: Any = None, attention_mask: torch.Tensor | None = None,
+                       **_: Any) -> torch.Tensor:
+        predicate = mask_function or mu.causal_mask_function
+        padding = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
+        if padding is not None:
+            predicate = mu.and_masks(predicate, mu.padding_mask_function(padding))
+        device = cache_position.device
+        kv = torch.arange(kv_length, device=device) + kv_offset
+        mask = predicate(torch.arange(batch_size, device=device)[:, None, None, None],
+                         torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device),
+                         cache_position[None, None, :, None], kv[None, None, None, :])
+        return mask.expand(batch_size, 1, cache_position.shape[0], kv_length)
+
+    with _TRACE_LOCK:  # a module global is swapped: two exports in threads must not restore it under each other
+        original = mu.sdpa_mask
+        mu.sdpa_mask = broadcast_mask  # eager_mask looks it up by this module-level name
+        try:
+            yield
+        finally:
+            mu.sdpa_mask = original
 
 
 def _fix_output_width(path: Path, dim: int) -> None:

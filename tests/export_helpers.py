@@ -28,8 +28,10 @@ def plan_for(precision: str, name: str | None = None, model: str = BUNDLED_ID, d
     return plan
 
 
-def tiny_st_model(path: Path, pooling: str = "mean", dense: bool = False, normalize: bool = True) -> Path:
-    """A randomly initialised 2-layer BERT saved as a sentence-transformers model, tokenizer from the bundled one."""
+def tiny_st_model(path: Path, pooling: str | tuple[str, ...] = "mean", dense: bool | list = False,
+                  normalize: bool = True) -> Path:
+    """A randomly initialised 2-layer BERT saved as a sentence-transformers model, tokenizer from the bundled one.
+    ``dense``: True for one 64->32 Tanh layer, or a list of (out_features, activation module) layers."""
     import torch
     from sentence_transformers import SentenceTransformer, models
     from transformers import AutoTokenizer, BertConfig, BertModel
@@ -42,8 +44,10 @@ def tiny_st_model(path: Path, pooling: str = "mean", dense: bool = False, normal
     AutoTokenizer.from_pretrained(str(bundled_dir())).save_pretrained(base)
     transformer = models.Transformer(str(base), max_seq_length=64)
     modules = [transformer, models.Pooling(64, pooling_mode=pooling)]
-    if dense:
-        modules.append(models.Dense(64, 32, activation_function=torch.nn.Tanh()))
+    width = 64 * (1 if isinstance(pooling, str) else len(pooling))
+    for out_features, activation in [(32, torch.nn.Tanh())] if dense is True else dense or []:
+        modules.append(models.Dense(width, out_features, activation_function=activation))
+        width = out_features
     if normalize:
         modules.append(models.Normalize())
     SentenceTransformer(modules=modules, device="cpu").save(str(path / "st"))

@@ -219,9 +219,9 @@ def test_fp16_for_architecture_unknown_to_optimizer_falls_back_with_warning(tmp_
     with caplog.at_level(logging.WARNING, logger="exporter"):
         artefact = export_artefact(plan_for("fp16", "tiny16"), tiny_mean, tmp_path,
                                    ExportOptions(verification_limit=LIMIT))
-    assert any("no fusions for model_type='bert'" in r.getMessage() for r in caplog.records)
+    assert any("no fusions usable for model_type='bert'" in r.getMessage() for r in caplog.records)
     report = artefact.report
-    assert report["route_details"]["optimizer"].startswith("none (model_type 'bert' unknown")
+    assert report["route_details"]["optimizer"] == "none (no usable fusions for model_type 'bert')"
     assert report["gate"]["passed"] and report["gate"]["min_cosine"] >= 0.999
 
 

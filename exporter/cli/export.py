@@ -70,11 +70,13 @@ def summary_line(report: dict[str, Any], path: Path) -> str:
     verdict = "passed" if gate["passed"] else ("FAILED, accepted (--accept-degraded)" if gate["accepted_degraded"]
                                                else "FAILED")
     ratio = report.get("size_ratio_vs_fp32") or 0.0
+    fallback = report.get("route_details", {}).get("fallback")
+    note = f" [ONNX export failed, torch fallback: {fallback['reason']}]" if fallback else ""
     return (f"{report['name']}: {report['precision']} ({report['route']}) {report['weights_bytes'] / 1e6:.1f} MB "
             f"= {ratio:.1%} of fp32; gate {gate['statistic'].replace('_', ' ')} {gate[gate['statistic']]:.6f} >= "
             f"{gate['threshold']}? {verdict} (min {gate['min_cosine']:.6f}, mean {gate['mean_cosine']:.6f}, "
             f"p1 {gate['p1']:.6f}); {report['timings']['total']:.1f} s "
-            f"-> {path}")
+            f"-> {path}{note}")
 
 
 def run(args: argparse.Namespace) -> int:

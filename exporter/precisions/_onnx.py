@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import OnnxExportError
 from ..export import export_onnx, load_encoder
 from .base import BuildJob, RouteResult
 
@@ -15,7 +16,10 @@ MODEL_FILE = "model.onnx"
 # HF model_type -> ONNX Runtime transformers-optimizer model type whose fusions match its graph
 OPTIMIZER_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "camembert": "bert",
                    "distilbert": "bert", "electra": "bert", "mpnet": "bert", "ernie": "bert",
-                   "nomic_bert": "bert", "bart": "bart", "t5": "t5", "mt5": "t5", "qwen3": "qwen3"}
+                   "nomic_bert": "bert", "bart": "bart"}
+# Left out on purpose, so that their graphs stay unfused (WARNING): "qwen3", whose fusion writes RotaryEmbedding
+# nodes with batch-1 position_ids (a decoder-with-past layout) that ONNX Runtime rejects for a batch > 1 here; and
+# "t5"/"mt5", whose fusion writes RelativePositionBias, a contrib op with a CUDA kernel only.
 
 
 def export_fp32(job: BuildJob, path: Path, result: RouteResult) -> Path:
@@ -23,7 +27,12 @@ def export_fp32(job: BuildJob, path: Path, result: RouteResult) -> Path:
     with result.timed("load"):
         encoder = load_encoder(job.spec, trust_remote_code=job.trust_remote_code)
     with result.timed("export"):
-        export_onnx(encoder, job.spec, path)
+        try:
+            export_onnx(encoder, job.spec, path)
+        except Exception as exc:  # the tracer's own errors have no common base class
+            model_type = job.spec.config.get("model_type")
+            raise OnnxExportError(f"{job.spec.model_dir} (model_type {model_type!r}) cannot be exported to ONNX: "
+                                  f"{type(exc).__name__}: {exc}") from exc
     result.fp32_bytes = path.stat().st_size
     return path
 
@@ -61,9 +70,9 @@ def optimize(job: BuildJob, source: Path, result: RouteResult, *, keep_projectio
     config = job.spec.config
     with result.timed("optimize"):
         if model_type is None:
-            log.warning("ONNX Runtime's transformer optimizer has no fusions for model_type=%r; the graph is "
-                        "left unfused (plain route)", config.get("model_type"))
-            result.details["optimizer"] = f"none (model_type {config.get('model_type')!r} unknown to it)"
+            log.warning("ONNX Runtime's transformer optimizer has no fusions usable for model_type=%r; the graph "
+                        "is left unfused (same numbers, more nodes, slower)", config.get("model_type"))
+            result.details["optimizer"] = f"none (no usable fusions for model_type {config.get('model_type')!r})"
             model = optimize_model(str(source), model_type="bert", opt_level=0, optimization_options=_no_fusion())
         else:
             options = FusionOptions(model_type)
@@ -71,8 +80,9 @@ def optimize(job: BuildJob, source: Path, result: RouteResult, *, keep_projectio
                 options.use_multi_head_attention = True
                 options.enable_embed_layer_norm = False
             model = optimize_model(str(source), model_type=model_type, opt_level=0,
-                                   num_heads=int(config.get("num_attention_heads") or 0),
-                                   hidden_size=int(config.get("hidden_size") or 0), optimization_options=options)
+                                   num_heads=int(config.get("num_attention_heads") or config.get("n_heads") or 0),
+                                   hidden_size=int(config.get("hidden_size") or config.get("dim") or 0),
+                                   optimization_options=options)
             fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
             result.details["optimizer"] = {"model_type": model_type, "fused": fused}
             log.info("optimizer (%s) fused: %s", model_type, fused)

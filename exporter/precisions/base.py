@@ -43,6 +43,8 @@ class RouteResult:
     fp32_bytes: int
     details: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    runtime: Runtime | None = None  # set when the build took another runtime than the plan's (torch fallback)
+    route: str | None = None  # likewise the route actually built
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -89,6 +91,9 @@ class Precision:
     quantization_method: bool = False  # a value of EMB_PROVIDER_QUANTIZATION_METHOD
     native_dtypes: tuple[str, ...] = ()  # config.json ``torch_dtype`` values that make ``auto`` pick it
     cpu_int8_kernels: bool = False  # its CPU speed and numerics depend on the CPU's int8 GEMM (plan --why lists them)
+    # an ONNX precision's torch route for models ONNX export cannot express (same precision, same contract);
+    # None: that precision needs the ONNX graph and the build is refused
+    torch_fallback: RouteBuilder | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_KINDS:

@@ -29,6 +29,14 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     return build_optimized(job, work, finish=_to_float16)
 
 
+def build_torch(job: BuildJob, work: Path) -> RouteResult:
+    """The fallback for models ONNX export cannot express: fp16 weights, fp16 compute on GPU; on CPU fp32 compute
+    (torch's CPU float16 kernels are slow), from the same fp16-rounded weights."""
+    from ._torch import cast_build
+
+    return cast_build("float16", {"cpu": "float32", "cuda": "float16"})(job, work)
+
+
 def _to_float16(model, result: RouteResult) -> None:
     with result.timed("fp16"):
         model.convert_float_to_float16(keep_io_types=True, op_block_list=fp32_ops())
@@ -40,6 +48,6 @@ PRECISION = Precision(
     description="ORT transformers optimizer + float16 conversion, fp32 I/O",
     guide=GuideRow(memory="50%", speed="2-3x", loss="slight"),
     gate_threshold=0.999, spearman_tolerance=0.002,
-    build=build, supported_on=everywhere,
+    build=build, supported_on=everywhere, torch_fallback=build_torch,
     native_dtypes=("float16", "half"),
 )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..devices import Device
 
 BLOCK_SIZE = 32
+CPU_BLOCK_N = 32  # bitsandbytes' CPU NF4 kernel packs output rows in blocks of 32 (asserts out_features % 32 == 0)
 
 
 def supported_on(device: Device) -> str | None:
@@ -60,10 +61,17 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     encoder = load_fp32(job, result)
     tensors: dict[str, torch.Tensor] = {}
     quantized: set[str] = set()
+    # modules transformers keeps in fp32 (T5's feed-forward "wo"): their forward casts activations to the weight's
+    # dtype, which for a 4-bit weight is uint8 - so they stay unquantized (stored fp16 like the rest)
+    keep = set(getattr(encoder.transformer, "_keep_in_fp32_modules", None) or ())
+    kept: list[str] = []
     with result.timed("quantize"):
         for name, module in encoder.named_modules():
             key = f"{name}.weight"
             if isinstance(module, nn.Linear) and name.startswith("transformer."):
+                if keep & set(name.split(".")) or module.out_features % CPU_BLOCK_N:
+                    kept.append(name)  # stored fp16 with the other tensors below
+                    continue
                 tensors.update(_nf4(module.weight.data, key))
             elif isinstance(module, nn.Embedding):
                 tensors.update(_int8_rows(module.weight.data, key))
@@ -76,7 +84,7 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     save(job, work, tensors, {"cpu": "float32", "cuda": "float16"}, result,
          quantization={"linear": f"bitsandbytes nf4 blocksize {BLOCK_SIZE}, double-quantized statistics",
                        "embeddings": "int8 per row, fp16 scales", "other": "float16"})
-    result.details["int4"] = {"linear": "nf4", "embeddings": "int8 rows"}
+    result.details["int4"] = {"linear": "nf4", "embeddings": "int8 rows", "linear_kept_fp16": kept}
     return result
 
 

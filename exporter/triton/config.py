@@ -83,6 +83,7 @@ class ArtefactInfo:
     max_seq_length: int
     inputs: tuple[str, ...]
     runtime: str
+    route: str = ""  # the route built (differs from the plan's after a torch fallback); "" in older reports
     normalized: bool = True
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
@@ -99,8 +100,8 @@ class ArtefactInfo:
             raise ConfigError(f"artefact runtime {report['runtime']!r} is not one of {sorted(RUNTIME_LOADERS)}")
         encoder = report.get("encoder") or {}
         return cls(int(report["dim"]), int(report["max_seq_length"]), tuple(report["inputs"]), report["runtime"],
-                   normalized=bool(encoder.get("normalize", True)), prompts=dict(encoder.get("prompts") or {}),
-                   default_prompt_name=encoder.get("default_prompt_name"))
+                   str(report.get("route") or ""), normalized=bool(encoder.get("normalize", True)),
+                   prompts=dict(encoder.get("prompts") or {}), default_prompt_name=encoder.get("default_prompt_name"))
 
     def with_plan(self, plan: Plan) -> "ArtefactInfo":
         """The plan's overrides on top of the model's own settings: its ``prompts`` replace or add names (as
@@ -136,7 +137,7 @@ def _instance_group(config, gpu: bool, count: int) -> None:
 
 def _public_parameters(plan: Plan, spec: ArtefactInfo) -> dict[str, Any]:
     """Recorded on the ensemble and the encoder so that clients can read them from the model config."""
-    return {"precision": plan.precision, "route": plan.route, "dim": spec.dim, "model": plan.model,
+    return {"precision": plan.precision, "route": spec.route or plan.route, "dim": spec.dim, "model": plan.model,
             "max_seq_length": spec.max_seq_length, "target_device": plan.device}
 
 

@@ -148,8 +148,10 @@ def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict
     if spec.runtime != "onnx":
         install_runner(encoder_dir, spec.runtime)
     return {
-        "name": plan.name, "model": plan.model, "precision": plan.precision, "route": plan.route,
+        "name": plan.name, "model": plan.model, "precision": plan.precision, "route": spec.route or plan.route,
         "runtime": spec.runtime, "target_device": plan.device, "dim": spec.dim,
+        # what the vector is (absent from reports older than these keys)
+        "pooling": report.get("pooling"),
         "max_seq_length": spec.max_seq_length, "inputs": list(spec.inputs),
         "normalized": spec.normalized, "prompts": spec.prompts, "default_prompt_name": spec.default_prompt_name,
         "truncate_dim": spec.truncate_dim,

@@ -41,6 +41,21 @@ def _pad_token(tokenizer_dir, tokenizer):
     return 0, tokenizer.id_to_token(0) or "[PAD]"
 
 
+def _sides(tokenizer_dir):
+    """(padding side, truncation side) from tokenizer_config.json, as transformers reads them: decoders such as
+    Qwen3-Embedding pad on the left so that their last-token pooling finds the appended EOS."""
+    path = os.path.join(tokenizer_dir, "tokenizer_config.json")
+    config = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    sides = tuple(config.get(key) or "right" for key in ("padding_side", "truncation_side"))
+    bad = [side for side in sides if side not in ("left", "right")]
+    if bad:
+        raise ValueError(f"{path}: padding/truncation side {bad[0]!r} is not 'left' or 'right'")
+    return sides
+
+
 def decode_texts(array, max_texts, max_bytes, name="TEXT"):
     """Validate one request's ``name`` tensor ([n, 1] of bytes) and decode it to a list of str."""
     if array.ndim != 2 or array.shape[1] != 1:
@@ -99,9 +114,11 @@ class TritonPythonModel:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         tokenizer_dir = os.path.join(version_dir, params.get("tokenizer_dir", "tokenizer"))
         self.tokenizer = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=int(params["max_seq_length"]))
+        padding_side, truncation_side = _sides(tokenizer_dir)
+        self.tokenizer.enable_truncation(max_length=int(params["max_seq_length"]), direction=truncation_side)
         pad_id, pad_token = _pad_token(tokenizer_dir, self.tokenizer)
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest text of a call
+        # to the longest text of a call, on the side the model was trained with
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction=padding_side)
         self.max_texts = int(params.get("max_texts_per_request", config.get("max_batch_size") or 64))
         self.max_bytes = int(params.get("max_text_bytes", 65536))
         self.outputs = [output["name"] for output in config["output"]]

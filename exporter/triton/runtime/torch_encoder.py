@@ -31,34 +31,37 @@ ENCODER_JSON = "encoder.json"
 WEIGHTS_FILE = "model.safetensors"
 NF4_MARKER = ".quant_state.bitsandbytes__nf4"
 INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".scale"
-POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "torch.nn.modules.linear.Identity": nn.Identity,
-    "torch.nn.modules.activation.Tanh": nn.Tanh,
-    "torch.nn.modules.activation.ReLU": nn.ReLU,
-    "torch.nn.modules.activation.GELU": nn.GELU,
-    "torch.nn.modules.activation.Sigmoid": nn.Sigmoid,
-}
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "weightedmean", "lasttoken")
+IDENTITY = "torch.nn.modules.linear.Identity"
+# encoder-decoder families whose encoder alone makes the sentence vector, as sentence-transformers loads them
+# (its Transformer module's encoder-only registry): model_type -> transformers class
+ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """One sentence-transformers pooling mode over ``tokens`` [batch, seq, hidden] with ``mask`` [batch, seq]."""
+    """One sentence-transformers pooling mode over ``tokens`` [batch, seq, hidden] with ``mask`` [batch, seq],
+    computed as sentence-transformers 5 does (``Pooling._forward_padded``), so either padding side gives its vectors.
+    """
     m = mask.unsqueeze(-1).to(tokens.dtype)
-    if mode == "cls":
-        return tokens[:, 0]
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    if mode == "cls":  # the first real token: position 0 when padded right, after the padding when padded left
+        return tokens[rows, mask.to(torch.int32).argmax(dim=1)]
     if mode == "max":
         return torch.where(m > 0, tokens, torch.finfo(tokens.dtype).min).amax(dim=1)
     if mode in ("mean", "mean_sqrt_len"):
         summed = (tokens * m).sum(dim=1)
         count = m.sum(dim=1).clamp(min=1e-9)
         return summed / (count if mode == "mean" else count.sqrt())
+    if mode == "weightedmean":  # token i (from 1, counted over the padded row) weighs i
+        weights = m * torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=tokens.dtype)[:, None]
+        return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
     if mode == "lasttoken":
         # the last non-padding position, whether the tokenizer pads left or right
         seq = mask.shape[1]
-        flipped_max, flipped_idx = mask.flip(1).max(dim=1)
+        flipped_max, flipped_idx = mask.to(torch.int32).flip(1).max(dim=1)
         last = torch.where(flipped_max == 0, seq - 1, seq - flipped_idx - 1)
-        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+        return tokens[rows, last]
     raise ValueError(f"pooling mode {mode!r} is not supported; allowed: {', '.join(POOLING_MODES)}")
 
 
@@ -88,13 +91,38 @@ class SentenceEncoder(nn.Module):
         return vector.float()
 
 
+def activation(name: str | None) -> nn.Module:
+    """The ``torch.nn`` activation a Dense config names by its import path (``torch.nn.modules.activation.GELU``
+    or ``torch.nn.GELU``), built without arguments as sentence-transformers does.
+
+    Why not ``import_from_string``: a model's config must not make the server import arbitrary code, so the name
+    is only looked up among the module classes ``torch.nn`` itself exports."""
+    name = name or IDENTITY
+    cls = getattr(nn, name.rsplit(".", 1)[-1], None)
+    known = isinstance(cls, type) and issubclass(cls, nn.Module) and name in (
+        f"{cls.__module__}.{cls.__qualname__}", f"torch.nn.{cls.__qualname__}")
+    if not known:
+        raise ValueError(f"Dense activation {name!r} is not a torch.nn module class; allowed: any activation "
+                         "torch.nn exports, by its path, e.g. torch.nn.modules.activation.GELU (custom code is "
+                         "never imported)")
+    try:
+        return cls()
+    except TypeError as exc:
+        raise ValueError(f"Dense activation {name!r} cannot be built without arguments: {exc}") from None
+
+
 def dense_layer(spec: dict[str, Any]) -> nn.Module:
     """A sentence-transformers ``Dense`` module (Linear + activation) from its config.json fields."""
-    name = spec.get("activation_function") or "torch.nn.modules.linear.Identity"
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Dense activation {name!r} is not supported; allowed: {', '.join(ACTIVATIONS)}")
     linear = nn.Linear(spec["in_features"], spec["out_features"], bias=spec.get("bias", True))
-    return nn.Sequential(linear, ACTIVATIONS[name]())
+    return nn.Sequential(linear, activation(spec.get("activation_function")))
+
+
+def model_class(model_type: str) -> Any:
+    """The transformers class that loads ``model_type`` for embedding: the encoder alone for encoder-decoder
+    families, else ``AutoModel``."""
+    import transformers
+
+    return getattr(transformers, ENCODER_ONLY.get(model_type, "AutoModel"))
 
 
 def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None) -> SentenceEncoder:
@@ -105,7 +133,10 @@ def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None
     config_dict = dict(meta["config"])
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    transformer = AutoModel.from_config(config, trust_remote_code=trust, **kwargs)
+    if config.model_type in ENCODER_ONLY:
+        transformer = model_class(config.model_type)(config, **kwargs)
+    else:
+        transformer = AutoModel.from_config(config, trust_remote_code=trust, **kwargs)
     dense = [dense_layer(d) for d in meta.get("dense", [])]
     return SentenceEncoder(transformer, meta["pooling"], dense, bool(meta["normalize"]), meta["inputs"])
 
