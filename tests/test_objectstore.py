@@ -156,3 +156,19 @@ def test_repo_cli_lists_builds_as_json(fp32_repository, root, capsys):
     assert main(["repo", "ls", root, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed == [build.to_dict()]
+
+
+def test_build_publishes_to_the_object_store_and_a_bad_url_fails_before_exporting(root, tmp_path, capsys):
+    from exporter.cli import main
+
+    from export_helpers import tiny_st_model
+
+    model = tiny_st_model(tmp_path / "tiny")
+    args = ["build", "--model", str(model), "--precision", "fp32", "--verification-limit", "8", "--json"]
+    assert main([*args, "--repository", root]) == 0
+    result = json.loads(capsys.readouterr().out)
+    [build] = objectstore.list_builds(root)
+    assert build.current and result["repository"] == objectstore.open_store(root).build_url(build.build_id)
+    assert build.models == tuple(m["name"] for m in result["models"])
+    assert main([*args, "--repository", "ftp://bucket/x"]) == 2
+    assert "expected s3://bucket/prefix" in capsys.readouterr().err
