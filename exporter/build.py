@@ -26,9 +26,10 @@ ARTEFACTS = ".artefacts"
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What a build published: where, the manifest it wrote, and how long it took."""
+    """What a build published: where (a local directory, or the build's URL in an object store), the manifest it
+    wrote, and how long it took."""
 
-    repository: Path
+    repository: Path | str
     manifest: dict[str, Any]
     seconds: float
 

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("exporter.cli.serve", "run a real local Triton server over a built repository"),
     "export": ("exporter.cli.export", "build, quality-gate and publish one artefact directory per model"),
     "eval": ("exporter.cli.eval", "STS-B Spearman per precision vs the sentence-transformers fp32 reference"),
+    "repo": ("exporter.cli.repo", "list the builds published to an object store, or delete unreferenced ones"),
+    "deploy": ("exporter.cli.deploy", "generate deployment manifests (Kubernetes) for a built repository"),
 }
 
 

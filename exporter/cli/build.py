@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
-from ..build import build_repository
+from .. import objectstore
+from ..build import BuildResult, build_repository
 from ..errors import ExportError
 from ..triton.config import ServingOptions
 from .context import add_model_arguments, load_context
@@ -19,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     defaults = ServingOptions()
     parser.add_argument("--repository", default=DEFAULT_REPOSITORY, metavar="DIR",
-                        help=f"repository to (re)publish (default ./{DEFAULT_REPOSITORY})")
+                        help=f"repository to (re)publish (default ./{DEFAULT_REPOSITORY}), or an object-store root "
+                        "(s3://, gs://, as://bucket/prefix): uploaded as a new immutable build, then made current")
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, metavar="N",
                         help=f"Triton max_batch_size of every model (default {defaults.max_batch_size})")
     parser.add_argument("--queue-delay-us", type=int, default=defaults.queue_delay_us, metavar="US",
@@ -43,13 +46,28 @@ def serving_options(args: argparse.Namespace) -> ServingOptions:
         max_text_bytes=args.max_text_bytes, encoder_threads=args.encoder_threads)
 
 
+def _build_and_upload(ctx, url: str, options: ServingOptions, exporting) -> BuildResult:
+    """Build into a local temporary repository, then publish it as a new build under ``url``."""
+    with tempfile.TemporaryDirectory(prefix="emb-provider-build-") as tmp:
+        local = build_repository(ctx.plans, ctx.model_dirs, Path(tmp) / "repository", options,
+                                 export_options=exporting)
+        build = objectstore.publish(local.repository, url)
+    return BuildResult(objectstore.open_store(url).build_url(build.build_id), local.manifest, local.seconds)
+
+
 def run(args: argparse.Namespace) -> int:
     options = serving_options(args)  # bad flags fail before any export work
     exporting = export_options(args)
+    remote = objectstore.is_remote(args.repository)
+    if remote:
+        objectstore.open_store(args.repository)  # a bad URL or a missing backend fails before any export
     ctx = load_context(args)
     try:
-        result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options,
-                                  export_options=exporting)
+        if remote:
+            result = _build_and_upload(ctx, args.repository, options, exporting)
+        else:
+            result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options,
+                                      export_options=exporting)
     except ExportError as exc:  # includes a failed quality gate
         exc.note(f"nothing was published; {args.repository} is unchanged")
         raise
@@ -64,4 +82,6 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print("serve it with: python -m exporter serve --repository", args.repository)
+    if remote:
+        print(f"  Triton with cloud storage (NGC image): --model-repository={result.repository}")
     return 0

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from .. import objectstore
 from ..config import Config
 from ..errors import ConfigError, ServeError
 from ..serve import ServerSettings, TritonServer
@@ -17,7 +18,12 @@ from .build import DEFAULT_REPOSITORY
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServerSettings(repository=DEFAULT_REPOSITORY)
     parser.add_argument("--repository", default=DEFAULT_REPOSITORY, metavar="DIR",
-                        help=f"repository written by 'exporter build' (default ./{DEFAULT_REPOSITORY})")
+                        help=f"repository written by 'exporter build' (default ./{DEFAULT_REPOSITORY}), or an "
+                        "object-store root (s3://, gs://, as://): its current build is synced to a local cache "
+                        "first (this Triton binary has no cloud storage), every file checked against its sha256")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="object-store repositories: where synced builds are kept "
+                        "(default ~/.cache/emb-provider/repositories)")
     parser.add_argument("--host", default=defaults.host,
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the server, with a warning)")
     for name in ("http", "grpc", "metrics"):
@@ -41,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("http_port", "grpc_port", "metrics_port"):
         if not 0 <= getattr(args, flag) <= 65535:
             raise ConfigError(f"--{flag.replace('_', '-')}={getattr(args, flag)} is not a port; allowed: 0-65535")
+    repository = args.repository
+    if objectstore.is_remote(repository):
+        repository = objectstore.sync(repository, args.cache_dir)
+        print(f"synced {args.repository} to {repository}", file=sys.stderr)
     server = TritonServer(ServerSettings(
-        repository=args.repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        repository=repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, tritonserver=args.tritonserver, ready_timeout=args.ready_timeout,
         encoder_threads=args.encoder_threads))
     received: list[int] = []

@@ -125,6 +125,9 @@ def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions) -> 
     return manifest
 
 
+VERSION_PLACEHOLDER = ".keep"
+
+
 def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict[str, Any]:
     plan, report = entry.plan, entry.report
     spec = ArtefactInfo.from_report(report).with_plan(plan)
@@ -137,6 +140,9 @@ def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict
     for model, config in configs.items():
         (root / model / "1").mkdir(parents=True)
         (root / model / "config.pbtxt").write_text(render(config), encoding="utf-8")
+    # Object stores keep no empty directories, and Triton needs the ensemble's version directory: a placeholder
+    # file keeps it through an s3:// / gs:// upload (Triton ignores it).
+    (root / plan.name / "1" / VERSION_PLACEHOLDER).touch()
     tokenizer_dir = root / f"{plan.name}_tokenizer" / "1"
     shutil.copy2(MODELS_DIR / "tokenizer_model.py", tokenizer_dir / "model.py")
     shutil.copytree(entry.artefact.path / TOKENIZER_DIR, tokenizer_dir / TOKENIZER_DIR, copy_function=_link_or_copy)

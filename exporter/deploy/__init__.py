@@ -1,0 +1,1 @@
+"""Deployment descriptions generated from a build's manifest (``exporter deploy``): Kubernetes for now."""
