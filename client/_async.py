@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 
 from . import _common as common
-from ._common import ModelInfo, Retry, Timeouts
+from ._common import Embeddings, ModelInfo, Retry, Timeouts
 from ._triton import aioclient, aiohttp
 from .errors import ModelNotFound, ServerUnavailable
 
@@ -38,7 +38,7 @@ class AsyncEmbeddingClient:
         self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry, headers)
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
         self._client: Transport | None = None  # made on first use, inside the loop that will run it
-        self._info: ModelInfo | None = None
+        self._infos: dict[str | None, ModelInfo] = {}  # by the name asked for (None: the default)
         self._closed = False
 
     async def __aenter__(self) -> AsyncEmbeddingClient:
@@ -56,22 +56,16 @@ class AsyncEmbeddingClient:
 
     # -- public API ---------------------------------------------------------------------------------------------
 
-    async def embed(self, texts: str | Iterable[str]) -> np.ndarray:
+    async def embed(self, texts: str | Iterable[str], *, model: str | None = None, prompt_name: str | None = None,
+                    prompt: str | None = None, dimensions: int | None = None) -> np.ndarray:
         """See :meth:`client.EmbeddingClient.embed`."""
-        encoded, single = common.encode_texts(texts)
-        info = await self.model_info()
-        tasks = [asyncio.ensure_future(self._infer(info, encoded, span))
-                 for span in common.spans(len(encoded), common.batch_size_for(self.settings, info))]
-        try:
-            parts = await asyncio.gather(*tasks)
-        except ModelNotFound:
-            self._info = None
-            await self.model_info()  # raises ModelNotFound listing the served models when the model is really gone
-            raise
-        finally:
-            for task in tasks:
-                task.cancel()  # after the first failure: stop the remaining batches
-        return common.assemble(parts, info, single)
+        return (await self._embed(texts, model, prompt_name, prompt, dimensions, usage=False)).vectors
+
+    async def embed_with_usage(self, texts: str | Iterable[str], *, model: str | None = None,
+                               prompt_name: str | None = None, prompt: str | None = None,
+                               dimensions: int | None = None) -> Embeddings:
+        """See :meth:`client.EmbeddingClient.embed_with_usage`."""
+        return await self._embed(texts, model, prompt_name, prompt, dimensions, usage=True)
 
     async def models(self) -> list[ModelInfo]:
         """See :meth:`client.EmbeddingClient.models`."""
@@ -79,11 +73,12 @@ class AsyncEmbeddingClient:
         configs = await asyncio.gather(*map(self._config_if_served, common.ready_names(index)))
         return common.embedding_models(configs)
 
-    async def model_info(self) -> ModelInfo:
+    async def model_info(self, *, model: str | None = None) -> ModelInfo:
         """See :meth:`client.EmbeddingClient.model_info`."""
-        if self._info is None:
-            self._info = await self._resolve(self.settings.model)
-        return self._info
+        name = model or self.settings.model
+        if name not in self._infos:
+            self._infos[name] = await self._resolve(name)
+        return self._infos[name]
 
     async def is_ready(self) -> bool:
         """See :meth:`client.EmbeddingClient.is_ready`."""
@@ -127,12 +122,32 @@ class AsyncEmbeddingClient:
             await asyncio.sleep(attempt.delay)
         raise AssertionError("Retry.attempts_for raises on its last attempt")
 
-    async def _infer(self, info: ModelInfo, encoded: list[bytes], span: range) -> np.ndarray:
-        inputs, outputs = common.request_tensors(encoded[span.start:span.stop])
+    async def _embed(self, texts: str | Iterable[str], model: str | None, prompt_name: str | None,
+                     prompt: str | None, dimensions: int | None, *, usage: bool) -> Embeddings:
+        encoded, single = common.encode_texts(texts)
+        info = await self.model_info(model=model)
+        options = common.call_options(info, prompt_name=prompt_name, prompt=prompt, dimensions=dimensions,
+                                      usage=usage)
+        tasks = [asyncio.ensure_future(self._infer(info, encoded, span, options))
+                 for span in common.spans(len(encoded), common.batch_size_for(self.settings, info))]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except ModelNotFound:
+            self._infos.pop(model or self.settings.model, None)
+            await self.model_info(model=model)  # raises ModelNotFound listing the served models when really gone
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()  # after the first failure: stop the remaining batches
+        return common.assemble(parts, info, single, options)
+
+    async def _infer(self, info: ModelInfo, encoded: list[bytes], span: range, options: common.CallOptions
+                     ) -> common.Part:
+        inputs, outputs = common.request_tensors(encoded[span.start:span.stop], options)
         result = await self._call(f"infer {info.name}[{span.start}:{span.stop}]",
                                   lambda t: t.infer(info.name, inputs, outputs=outputs), model=info.name,
                                   offset=span.start)
-        return common.read_embeddings(result, info, len(span))
+        return common.read_result(result, info, len(span), options)
 
     async def _config_if_served(self, name: str) -> dict | None:
         """See :meth:`client.EmbeddingClient._config_if_served`."""

@@ -5,6 +5,7 @@ they wait (threads vs. coroutines) and the same rules apply to both.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -26,9 +27,13 @@ ENV_MODEL = "EMB_PROVIDER_MODEL"
 DEFAULT_URL = "localhost:8000"
 DEFAULT_MAX_CONCURRENCY = 4
 
-# The serving contract written by ``exporter build``: an ensemble TEXT (BYTES, [1]) -> EMBEDDING (FP32, [dim]).
+# The serving contract written by ``exporter build``: an ensemble TEXT (BYTES, [1]) -> EMBEDDING (FP32, [dim]), with
+# the optional inputs PROMPT_NAME / PROMPT (BYTES, [1], one per text) and the extra output TOKEN_COUNT (INT64, [1]).
 TEXT_INPUT = "TEXT"
 EMBEDDING_OUTPUT = "EMBEDDING"
+PROMPT_NAME_INPUT = "PROMPT_NAME"
+PROMPT_INPUT = "PROMPT"
+TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
 
 _UNKNOWN_MODEL = re.compile(r"unknown model", re.IGNORECASE)
 _SERVER_TEXT_INDEX = re.compile(r"TEXT\[(\d+)\]")  # how the tokenizer model names the offending element
@@ -186,7 +191,14 @@ def split_url(url: str) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A served embedding model, read from its Triton config (``parameters`` written by ``exporter build``)."""
+    """A served embedding model, read from its Triton config (``parameters`` written by ``exporter build``).
+
+    ``prompts`` / ``default_prompt_name`` are the model's sentence-transformers prompts (the server prepends the
+    default one when a call names none); ``truncate_dim`` is the dimension the client truncates to when a call gives
+    no ``dimensions``; ``normalized`` says whether the model ends with a Normalize module (then truncated vectors
+    are re-normalized). ``prompt_inputs`` / ``token_counts`` say whether the server has the PROMPT_NAME/PROMPT
+    inputs and the TOKEN_COUNT output (repositories built before they existed have neither).
+    """
 
     name: str
     dim: int
@@ -195,6 +207,12 @@ class ModelInfo:
     route: str | None = None
     source: str | None = None  # the Hugging Face id or directory it was exported from
     max_seq_length: int | None = None  # tokens per text; longer texts are truncated by the server
+    normalized: bool = True
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    truncate_dim: int | None = None
+    prompt_inputs: bool = False
+    token_counts: bool = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelInfo | None:
@@ -212,9 +230,88 @@ class ModelInfo:
         dim = int(params["dim"]) if params.get("dim") else (dims[-1] if dims and dims[-1] > 0 else 0)
         if dim < 1:
             return None
-        max_seq_length = params.get("max_seq_length")
         return cls(config["name"], dim, int(config["max_batch_size"]), params.get("precision"),
-                   params.get("route"), params.get("model"), int(max_seq_length) if max_seq_length else None)
+                   params.get("route"), params.get("model"), _int_or_none(params.get("max_seq_length")),
+                   normalized=params.get("normalized", "true").lower() == "true",
+                   prompts=_prompts(params.get("prompts")),
+                   default_prompt_name=params.get("default_prompt_name") or None,
+                   truncate_dim=_int_or_none(params.get("truncate_dim")),
+                   prompt_inputs={PROMPT_NAME_INPUT, PROMPT_INPUT} <= set(inputs),
+                   token_counts=TOKEN_COUNT_OUTPUT in outputs)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def _prompts(value: str | None) -> dict[str, str]:
+    """The ``prompts`` parameter (a JSON object name -> prefix); anything else reads as no prompts."""
+    try:
+        prompts = json.loads(value) if value else {}
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """What :meth:`client.EmbeddingClient.embed_with_usage` returns: the vectors and the true token counts.
+
+    ``vectors`` is ``(n, dim)`` float32 (``(dim,)`` for a single str); ``token_counts`` holds, per text, the tokens
+    the encoder really saw (after the prompt and truncation at ``max_seq_length``, special tokens included), int64,
+    ``(n,)`` (a 0-d array for a single str). Counts come from the server's tokenizer, so billing and usage reports
+    are exact rather than estimated.
+    """
+
+    vectors: np.ndarray
+    token_counts: np.ndarray
+
+    @property
+    def total_tokens(self) -> int:
+        """The tokens of all texts together (OpenAI's ``usage.total_tokens``)."""
+        return int(np.sum(self.token_counts))
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """One ``embed`` call's options, checked against the model before any request is sent."""
+
+    prompt_name: str | None = None
+    prompt: str | None = None
+    dimensions: int | None = None  # None: the full vector
+    usage: bool = False  # ask for TOKEN_COUNT too
+
+
+def call_options(info: ModelInfo, *, prompt_name: str | None, prompt: str | None, dimensions: int | None,
+                 usage: bool) -> CallOptions:
+    """Check a call's prompt/dimensions options against ``info``; the model's ``truncate_dim`` when no
+    ``dimensions`` is given. Raises :class:`InvalidInput` naming the bad value and what is allowed."""
+    if prompt_name is not None and prompt is not None:
+        raise _invalid(f"give prompt_name or prompt, not both (prompt_name={prompt_name!r}, prompt={prompt!r:.60})")
+    for label, value in (("prompt_name", prompt_name), ("prompt", prompt)):
+        if value is not None and not isinstance(value, str):
+            raise _invalid(f"{label}={value!r:.60} is {type(value).__name__}, expected str")
+    if (prompt_name is not None or prompt is not None) and not info.prompt_inputs:
+        raise _invalid(f"model {info.name!r} was built without the {PROMPT_NAME_INPUT}/{PROMPT_INPUT} inputs; "
+                       "rebuild it with this version of 'exporter build' to use prompts")
+    if prompt_name is not None and prompt_name not in info.prompts:
+        raise _invalid(f"prompt_name={prompt_name!r} is not a prompt of model {info.name!r}; allowed: "
+                       + (", ".join(repr(n) for n in info.prompts) if info.prompts else "none (it has no prompts)"))
+    if usage and not info.token_counts:
+        raise _invalid(f"model {info.name!r} was built without the {TOKEN_COUNT_OUTPUT} output; rebuild it with this "
+                       "version of 'exporter build' to get token counts")
+    if dimensions is None:
+        dimensions = info.truncate_dim
+    elif isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)) \
+            or not 1 <= dimensions <= info.dim:
+        raise _invalid(f"dimensions={dimensions!r} is out of range for model {info.name!r}; allowed: an integer "
+                       f"from 1 to {info.dim}")
+    full = dimensions is None or int(dimensions) == info.dim
+    return CallOptions(prompt_name, prompt, None if full else int(dimensions), usage)
+
+
+def _invalid(message: str) -> InvalidInput:
+    return InvalidInput(message, index=None, reason=message)
 
 
 def ready_names(index: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -303,30 +400,66 @@ def spans(count: int, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def request_tensors(
-        texts: Sequence[bytes]) -> tuple[list[httpclient.InferInput], list[httpclient.InferRequestedOutput]]:
-    """The inference request for one batch: TEXT as BYTES [n, 1], EMBEDDING asked for as binary data."""
-    data = np.empty((len(texts), 1), dtype=object)
-    data[:, 0] = list(texts)
-    text = httpclient.InferInput(TEXT_INPUT, list(data.shape), "BYTES")
-    text.set_data_from_numpy(data)
-    return [text], [httpclient.InferRequestedOutput(EMBEDDING_OUTPUT, binary_data=True)]
+def request_tensors(texts: Sequence[bytes], options: CallOptions = CallOptions()
+                    ) -> tuple[list[httpclient.InferInput], list[httpclient.InferRequestedOutput]]:
+    """The inference request for one batch: TEXT as BYTES [n, 1] (plus PROMPT_NAME or PROMPT, one per text, when
+    the call names a prompt), EMBEDDING (and TOKEN_COUNT for usage) asked for as binary data."""
+    inputs = [_bytes_input(TEXT_INPUT, texts)]
+    for name, value in ((PROMPT_NAME_INPUT, options.prompt_name), (PROMPT_INPUT, options.prompt)):
+        if value is not None:
+            inputs.append(_bytes_input(name, [value.encode("utf-8")] * len(texts)))
+    names = [EMBEDDING_OUTPUT] + ([TOKEN_COUNT_OUTPUT] if options.usage else [])
+    return inputs, [httpclient.InferRequestedOutput(name, binary_data=True) for name in names]
 
 
-def read_embeddings(result: Any, info: ModelInfo, rows: int) -> np.ndarray:
-    """EMBEDDING from an inference result, checked against the contract (rows, dim, float32)."""
+def _bytes_input(name: str, values: Sequence[bytes]) -> httpclient.InferInput:
+    data = np.empty((len(values), 1), dtype=object)
+    data[:, 0] = list(values)
+    tensor = httpclient.InferInput(name, list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return tensor
+
+
+Part = tuple[np.ndarray, "np.ndarray | None"]  # one batch's (vectors, token counts or None)
+
+
+def read_result(result: Any, info: ModelInfo, rows: int, options: CallOptions = CallOptions()) -> Part:
+    """EMBEDDING (and TOKEN_COUNT when asked) from an inference result, checked against the contract."""
     array = result.as_numpy(EMBEDDING_OUTPUT)
     if array is None or array.shape != (rows, info.dim):
         shape = None if array is None else tuple(array.shape)
         raise ServerError(f"model {info.name!r} returned {EMBEDDING_OUTPUT} of shape {shape}; expected "
                           f"({rows}, {info.dim})")
-    return array.astype(np.float32, copy=False)
+    counts = None
+    if options.usage:
+        counts = result.as_numpy(TOKEN_COUNT_OUTPUT)
+        if counts is None or counts.shape != (rows, 1):
+            shape = None if counts is None else tuple(counts.shape)
+            raise ServerError(f"model {info.name!r} returned {TOKEN_COUNT_OUTPUT} of shape {shape}; expected "
+                              f"({rows}, 1)")
+        counts = counts.reshape(rows).astype(np.int64, copy=False)
+    return array.astype(np.float32, copy=False), counts
 
 
-def assemble(parts: Sequence[np.ndarray], info: ModelInfo, single: bool) -> np.ndarray:
-    """Batches back into one (n, dim) array in input order, or the (dim,) vector for a single str."""
-    matrix = np.concatenate(parts) if parts else np.empty((0, info.dim), dtype=np.float32)
-    return matrix[0] if single else matrix
+def assemble(parts: Sequence[Part], info: ModelInfo, single: bool, options: CallOptions = CallOptions()
+             ) -> Embeddings:
+    """Batches back into input order, truncated to ``options.dimensions`` (re-normalized when the model
+    normalizes, so cosine and dot product stay equal); the (dim,) vector for a single str."""
+    matrix = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, info.dim), dtype=np.float32)
+    counts = np.concatenate([p[1] for p in parts if p[1] is not None] or [np.empty(0, dtype=np.int64)])
+    if options.dimensions is not None:
+        matrix = truncate(matrix, options.dimensions, info.normalized)
+    if single:
+        return Embeddings(matrix[0], counts[0] if counts.size else counts)
+    return Embeddings(matrix, counts)
+
+
+def truncate(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:
+    """The first ``dimensions`` columns (Matryoshka truncation), L2-normalized again when ``normalize``."""
+    head = np.ascontiguousarray(vectors[:, :dimensions])
+    if normalize:
+        head /= np.linalg.norm(head, axis=1, keepdims=True).clip(min=1e-12)
+    return head
 
 
 def make_translator(settings: Settings, transport_errors: tuple[type[BaseException], ...], *,

@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from . import _common as common
-from ._common import ModelInfo, Retry, Timeouts
+from ._common import Embeddings, ModelInfo, Retry, Timeouts
 from ._triton import httpclient
 from .errors import ModelNotFound, ServerUnavailable
 
@@ -48,7 +48,7 @@ class EmbeddingClient:
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
-        self._info: ModelInfo | None = None
+        self._infos: dict[str | None, ModelInfo] = {}  # by the name asked for (None: the default)
         self._closed = False
 
     def __enter__(self) -> EmbeddingClient:
@@ -69,38 +69,41 @@ class EmbeddingClient:
 
     # -- public API ---------------------------------------------------------------------------------------------
 
-    def embed(self, texts: str | Iterable[str]) -> np.ndarray:
+    def embed(self, texts: str | Iterable[str], *, model: str | None = None, prompt_name: str | None = None,
+              prompt: str | None = None, dimensions: int | None = None) -> np.ndarray:
         """Embed ``texts``: a list gives ``(n, dim)`` float32 rows in input order (``(0, dim)`` for ``[]``), a single
-        str gives ``(dim,)``. Raises ``InvalidInput`` (with the text's index), ``ModelNotFound``,
-        ``ServerUnavailable`` (after retries) or ``ServerError``."""
-        encoded, single = common.encode_texts(texts)
-        info = self.model_info()
-        futures = [self._submit(self._infer, info, encoded, span)
-                   for span in common.spans(len(encoded), common.batch_size_for(self.settings, info))]
-        try:
-            parts = [future.result() for future in futures]
-        except ModelNotFound:
-            self._forget(info)
-            self.model_info()  # raises ModelNotFound listing the served models when the model is really gone
-            raise
-        finally:
-            for future in futures:
-                future.cancel()  # after the first failure: do not start the remaining batches
-        return common.assemble(parts, info, single)
+        str gives ``(dim,)``.
+
+        ``model`` overrides the client's model for this call. ``prompt_name`` (one of the model's ``prompts``) or an
+        explicit ``prompt`` string is prepended to every text by the server, as sentence-transformers does; with
+        neither, the model's default prompt applies (``prompt=""`` turns it off). ``dimensions=k`` keeps the first
+        k dimensions, re-normalized when the model normalizes (Matryoshka truncation); the model's ``truncate_dim``
+        applies when not given. Raises ``InvalidInput`` (with the text's index, or naming the bad option and what is
+        allowed), ``ModelNotFound``, ``ServerUnavailable`` (after retries) or ``ServerError``."""
+        return self._embed(texts, model, prompt_name, prompt, dimensions, usage=False).vectors
+
+    def embed_with_usage(self, texts: str | Iterable[str], *, model: str | None = None,
+                         prompt_name: str | None = None, prompt: str | None = None,
+                         dimensions: int | None = None) -> Embeddings:
+        """Like :meth:`embed`, plus the number of tokens the encoder saw per text (``Embeddings.token_counts``,
+        ``Embeddings.total_tokens``), counted by the server's tokenizer after the prompt and truncation."""
+        return self._embed(texts, model, prompt_name, prompt, dimensions, usage=True)
 
     def models(self) -> list[ModelInfo]:
         """The ready embedding models (TEXT -> EMBEDDING ensembles) with dim, precision and route, by name. A model
         unloaded while the list is read (after the repository index, before its config) is left out."""
         return self._submit(self._list_models).result()
 
-    def model_info(self) -> ModelInfo:
-        """The model ``embed`` uses (looked up once, then cached); raises ``ModelNotFound`` listing served ones."""
+    def model_info(self, *, model: str | None = None) -> ModelInfo:
+        """The model ``embed`` uses (``model``, else the client's; looked up once, then cached); raises
+        ``ModelNotFound`` listing the served ones."""
+        name = model or self.settings.model
         with self._lock:
-            info = self._info
+            info = self._infos.get(name)
         if info is None:
-            info = self._submit(self._resolve, self.settings.model).result()
+            info = self._submit(self._resolve, name).result()
             with self._lock:
-                self._info = info
+                self._infos[name] = info
         return info
 
     def is_ready(self) -> bool:
@@ -144,12 +147,32 @@ class EmbeddingClient:
             time.sleep(attempt.delay)
         raise AssertionError("Retry.attempts_for raises on its last attempt")
 
-    def _infer(self, info: ModelInfo, encoded: list[bytes], span: range) -> np.ndarray:
-        inputs, outputs = common.request_tensors(encoded[span.start:span.stop])
+    def _embed(self, texts: str | Iterable[str], model: str | None, prompt_name: str | None, prompt: str | None,
+               dimensions: int | None, *, usage: bool) -> Embeddings:
+        encoded, single = common.encode_texts(texts)
+        info = self.model_info(model=model)
+        options = common.call_options(info, prompt_name=prompt_name, prompt=prompt, dimensions=dimensions,
+                                      usage=usage)
+        futures = [self._submit(self._infer, info, encoded, span, options)
+                   for span in common.spans(len(encoded), common.batch_size_for(self.settings, info))]
+        try:
+            parts = [future.result() for future in futures]
+        except ModelNotFound:
+            self._forget(model, info)
+            self.model_info(model=model)  # raises ModelNotFound listing the served models when it is really gone
+            raise
+        finally:
+            for future in futures:
+                future.cancel()  # after the first failure: do not start the remaining batches
+        return common.assemble(parts, info, single, options)
+
+    def _infer(self, info: ModelInfo, encoded: list[bytes], span: range, options: common.CallOptions
+               ) -> common.Part:
+        inputs, outputs = common.request_tensors(encoded[span.start:span.stop], options)
         result = self._call(f"infer {info.name}[{span.start}:{span.stop}]",
                             lambda t: t.infer(info.name, inputs, outputs=outputs), model=info.name,
                             offset=span.start)
-        return common.read_embeddings(result, info, len(span))
+        return common.read_result(result, info, len(span), options)
 
     def _list_models(self) -> list[ModelInfo]:
         index = self._call("repository index", lambda t: t.get_model_repository_index())
@@ -184,7 +207,7 @@ class EmbeddingClient:
         except TRANSPORT_ERRORS:
             return False
 
-    def _forget(self, info: ModelInfo) -> None:
+    def _forget(self, model: str | None, info: ModelInfo) -> None:
         with self._lock:
-            if self._info == info:
-                self._info = None
+            if self._infos.get(model or self.settings.model) == info:
+                del self._infos[model or self.settings.model]

@@ -97,11 +97,12 @@ def test_batch_size_defaults_to_model_max_and_may_not_exceed_it():
 
 def test_assemble_returns_rows_in_order_a_vector_for_one_text_and_zero_rows_for_none():
     info = ModelInfo.from_config(ENSEMBLE)
-    parts = [np.full((2, 384), 1, np.float32), np.full((1, 384), 2, np.float32)]
-    assert assemble(parts, info, single=False)[:, 0].tolist() == [1, 1, 2]
-    assert assemble(parts[1:], info, single=True).shape == (384,)
+    parts = [(np.full((2, 384), 1, np.float32), None), (np.full((1, 384), 2, np.float32), None)]
+    assert assemble(parts, info, single=False).vectors[:, 0].tolist() == [1, 1, 2]
+    assert assemble(parts[1:], info, single=True).vectors.shape == (384,)
     empty = assemble([], info, single=False)
-    assert empty.shape == (0, 384) and empty.dtype == np.float32
+    assert empty.vectors.shape == (0, 384) and empty.vectors.dtype == np.float32
+    assert empty.token_counts.shape == (0,) and empty.total_tokens == 0
 
 
 # -- the model contract ---------------------------------------------------------------------------------------------
