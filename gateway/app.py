@@ -58,7 +58,7 @@ class Gateway:
         self._client = AsyncEmbeddingClient(s.triton_url, max_concurrency=s.max_in_flight,
                                             timeouts=Timeouts(request=s.timeout + 5.0), retry=Retry(attempts=1))
         try:
-            if not await self._client.is_ready():
+            if not await self._ready(min(s.timeout, 2.0)):  # a hint in the log; never holds up the start
                 log.warning("Triton at %s is not ready yet: /ready answers 503 until it is", s.triton_url)
             yield
         finally:
@@ -117,11 +117,7 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        try:
-            ready = await asyncio.wait_for(self.client.is_ready(), self.settings.timeout)
-        except asyncio.TimeoutError:
-            ready = False
-        if ready:
+        if await self._ready(self.settings.timeout):
             return JSONResponse({"status": "ready"})
         return self._failed(GatewayError(503, f"Triton at {self.settings.triton_url} is not ready (or a model is "
                                               "not loaded)", type=SERVER_ERROR, code="triton_unavailable",
@@ -132,6 +128,13 @@ class Gateway:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     # -- helpers ------------------------------------------------------------------------------------------------
+
+    async def _ready(self, within: float) -> bool:
+        """Triton ready with every model loaded, answered ``within`` seconds (a hung Triton is not ready)."""
+        try:
+            return await asyncio.wait_for(self.client.is_ready(), within)
+        except asyncio.TimeoutError:
+            return False
 
     async def _call(self, call: Awaitable[T]) -> T:
         """Await a client call under the gateway's deadline, turning the client's errors into HTTP ones."""

@@ -57,8 +57,8 @@ class GatewayProcess:
         command = [sys.executable, "-m", "gateway", "--triton-url", self.triton_url, "--host", self.host,
                    "--port", str(self.port), *self.args]
         log.info("starting %s", " ".join(command))
-        self.process = subprocess.Popen(command, env={**os.environ, **self.env}, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(command, env={**os.environ, **self.env}, stdout=self._log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + self.ready_timeout
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -58,18 +58,22 @@ def parse_request(body: bytes) -> EmbeddingRequest:
 
 
 def _as_bad_request(exc: ValidationError) -> GatewayError:
-    error = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in error.get("loc", ())]
-    if error.get("type") == "json_invalid":
+    errors = exc.errors(include_url=False)
+    # For ``input`` (str or list of str) pydantic reports one error per union member: the list member's names the
+    # offending element's index, which is what the caller needs.
+    error = next((e for e in errors if any(isinstance(part, int) for part in e["loc"])), errors[0])
+    loc = [str(part) for part in error["loc"] if isinstance(part, int) or part in EmbeddingRequest.model_fields
+           or error["type"] == "extra_forbidden"]
+    if error["type"] == "json_invalid":
         return bad_request(f"the body is not valid JSON: {error.get('ctx', {}).get('error', error['msg'])}")
-    if error.get("type") == "model_attributes_type":
+    if error["type"] == "model_type":
         return bad_request("the body must be a JSON object with 'model' and 'input'")
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    if error.get("type") == "extra_forbidden":
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
         message = f"unknown field {loc[0]!r}; allowed: {', '.join(EmbeddingRequest.model_fields)}"
-    elif loc[:1] == ["input"] and len(loc) > 1 and loc[1].isdigit():
-        message = f"input[{loc[1]}]: {message}" if message != TOKEN_INPUT else message
-    elif loc:
+    elif loc[:1] == ["input"] and len(loc) > 1:
+        message = f"input[{loc[1]}]: {message}"
+    elif loc and message != TOKEN_INPUT:
         message = f"{loc[0]}: {message}"
     return bad_request(message, param=loc[0] if loc else None)
 
@@ -93,10 +97,9 @@ def embedding_response(vectors: np.ndarray, model: str, tokens: int, encoding: s
 
 def model_entry(info: ModelInfo) -> dict[str, Any]:
     """One ``/v1/models`` entry: OpenAI's fields plus what a caller needs to use the model well."""
-    extra = {"dim": info.dim, "max_batch_size": info.max_batch_size, "max_seq_length": info.max_seq_length,
-             "precision": info.precision, "source": info.source}
-    for name in ("normalized", "prompts", "default_prompt_name", "truncate_dim"):
-        if hasattr(info, name):  # fields of the extended serving contract
-            extra[name] = getattr(info, name)
-    return {"id": info.name, "object": "model", "created": 0, "owned_by": "emb-provider", **extra}
+    return {"id": info.name, "object": "model", "created": 0, "owned_by": "emb-provider", "dim": info.dim,
+            "max_batch_size": info.max_batch_size, "max_seq_length": info.max_seq_length,
+            "precision": info.precision, "source": info.source, "normalized": info.normalized,
+            "prompts": info.prompts, "default_prompt_name": info.default_prompt_name,
+            "truncate_dim": info.truncate_dim}
 
