@@ -49,6 +49,9 @@ class EncoderSpec:
     inputs: tuple[str, ...] = ("input_ids", "attention_mask")
     sentence_transformers: bool = True
     config: dict[str, Any] = field(default_factory=dict)
+    # config_sentence_transformers.json's prompts (name -> prefix) and default prompt name: served by the tokenizer
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
 
     @property
     def dim(self) -> int:
@@ -114,11 +117,32 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
             raise ModelError(f"{modules_file} lists no Pooling module; the encoder needs one")
     check_model_dir(transformer_dir)
     config = _read_json(transformer_dir / "config.json")
+    prompts, default_prompt_name = read_prompts(model_dir)
     return EncoderSpec(
         model_dir=model_dir, transformer_dir=transformer_dir, pooling=pooling, dense=tuple(dense),
         dense_dirs=tuple(dense_dirs), normalize=normalize,
         max_seq_length=max_length or _model_max_length(transformer_dir, config),
-        inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config)
+        inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config,
+        prompts=prompts, default_prompt_name=default_prompt_name)
+
+
+def read_prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
+    """``prompts`` and ``default_prompt_name`` from config_sentence_transformers.json (none without the file), checked
+    as sentence-transformers checks them: the default must name one of the prompts."""
+    path = Path(model_dir) / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}, None
+    config = _read_json(path)
+    prompts = config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, (str, type(None)))
+                                                for k, v in prompts.items()):
+        raise ModelError(f"{path}: prompts must map prompt names to prefix strings, got {prompts!r:.200}")
+    prompts = {name: value or "" for name, value in prompts.items()}  # sentence-transformers reads null as ""
+    default = config.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ModelError(f"{path}: default_prompt_name {default!r} is not one of the prompts "
+                         f"({', '.join(map(repr, prompts)) or 'none'})")
+    return prompts, default
 
 
 def _model_max_length(transformer_dir: Path, config: dict[str, Any]) -> int:

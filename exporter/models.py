@@ -33,6 +33,8 @@ class ModelSpec:
     group: str | None = None
     max_length: int | None = None
     precision: str | None = None  # from a models file; weighs like a per-model override
+    prompts: dict[str, str] | None = None  # replace or add the model's sentence-transformers prompts, by name
+    truncate_dim: int | None = None  # default output width clients truncate to (Matryoshka)
 
 
 def derive_name(model: str) -> str:
@@ -92,7 +94,7 @@ def load_models_file(path: str) -> list[ModelSpec]:
         data = data.get("models")
     if not isinstance(data, list) or not data:
         raise ConfigError(f"--models-file {path!r} must hold a non-empty list of models (or 'models: [...]')")
-    allowed = {"model", "name", "group", "max_length", "precision"}
+    allowed = {"model", "name", "group", "max_length", "precision", "prompts", "truncate_dim"}
     specs = []
     for i, entry in enumerate(data):
         where = f"--models-file {path!r} entry {i}"
@@ -108,14 +110,30 @@ def load_models_file(path: str) -> list[ModelSpec]:
                                        or max_length < 1):
             raise ConfigError(f"{where}: max_length={max_length!r} must be a positive integer")
         precision = entry.get("precision")
+        truncate_dim = entry.get("truncate_dim")
+        if truncate_dim is not None and (not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool)
+                                         or truncate_dim < 1):
+            raise ConfigError(f"{where}: truncate_dim={truncate_dim!r} must be a positive integer")
         specs.append(ModelSpec(
             model=entry["model"],
             name=validate_name(str(entry.get("name") or derive_name(entry["model"])), source=f"{where} name"),
             group=str(entry["group"]) if entry.get("group") is not None else None,
             max_length=max_length,
             precision=parse_precision(f"{where} precision", str(precision)) if precision is not None else None,
+            prompts=_prompts_entry(entry.get("prompts"), where),
+            truncate_dim=truncate_dim,
         ))
     return specs
+
+
+def _prompts_entry(value: object, where: str) -> dict[str, str] | None:
+    """A models file's ``prompts``: a mapping of prompt name -> prefix string (both str)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ConfigError(f"{where}: prompts={value!r} must be a mapping of prompt name to prefix string, e.g. "
+                          "{query: 'query: ', passage: 'passage: '}")
+    return dict(value)
 
 
 def resolve_model_dir(model: str, *, trust_remote_code: bool = False) -> Path:

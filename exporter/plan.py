@@ -53,6 +53,8 @@ class Plan:
     memory: MemoryPlan
     max_length: int | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    prompts: dict[str, str] | None = None  # models-file overrides of the model's prompts (by name)
+    truncate_dim: int | None = None  # models-file default output width (Matryoshka truncation by clients)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -202,7 +204,7 @@ def _plan(spec: ModelSpec, config: Config, device: Device, native: str | None, c
         model=spec.model, name=spec.name, group=spec.group, device=device.label, requested=requested,
         precision=chosen, route=precision.route, runtime=precision.runtime, native_dtype=native,
         decided_by=decided_by, quantization=quantization, memory=_memory_plan(config, device),
-        max_length=spec.max_length, reasons=tuple(reasons),
+        max_length=spec.max_length, reasons=tuple(reasons), prompts=spec.prompts, truncate_dim=spec.truncate_dim,
     )
 
 

@@ -74,7 +74,9 @@ def _reference_model(model_dir: str, max_seq_length: int, trust_remote_code: boo
 def _reference_cached(model_dir: str, sentences: tuple[str, ...], max_seq_length: int,
                       trust_remote_code: bool) -> np.ndarray:
     model = _reference_model(model_dir, max_seq_length, trust_remote_code)
-    return model.encode(list(sentences), batch_size=32, convert_to_numpy=True, show_progress_bar=False)
+    # prompt="": the bare encoder is gated (sentence-transformers would prepend a default prompt, which the served
+    # tokenizer applies per request, not the graph)
+    return model.encode(list(sentences), batch_size=32, convert_to_numpy=True, show_progress_bar=False, prompt="")
 
 
 def reference_embeddings(model_dir: Path, sentences: list[str], max_seq_length: int,

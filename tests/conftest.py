@@ -19,6 +19,9 @@ Fixtures (all session-scoped, built once per test run, on demand):
   Teardown stops it and kills its whole process group, also on interrupted runs (atexit).
 - ``fp32_repository`` -> ``Path``: the fp32 model alone (hard links), for tests that start their own server.
 - ``triton_http`` -> a ``tritonclient.http.InferenceServerClient`` on that server.
+- ``prompted_model`` -> :class:`PromptedModel`: a tiny random sentence-transformers model with prompts (see
+  :data:`PROMPTED`), exported at fp32 with the models-file overrides of :data:`PROMPTED_OVERRIDES` and served by its own
+  small Triton (``prompted_model.server``), shared by the prompt/dimension/token-count tests.
 
 Do not stop the shared server in a test; start your own ``TritonServer(ServerSettings(built_repository,
 http_port=0, grpc_port=0, metrics_port=0))`` for lifecycle tests.
@@ -58,7 +61,7 @@ ACCEPT_DEGRADED = False
 # Fixtures that build the bundled model or start a real Triton: a test using any of them (directly or through
 # another fixture) is e2e, never unit.
 E2E_FIXTURES = frozenset({"built_repository", "fp32_repository", "served_models", "served_model", "triton_server",
-                          "triton_http", "bundled_artefact"})
+                          "triton_http", "bundled_artefact", "prompted_model"})
 E2E_DIRS = ("e2e",)  # tests/<dir>/: every test in it is e2e
 TIER_MARKS = frozenset({"slow", "e2e", "gpu"})
 
@@ -213,3 +216,48 @@ def triton_http(triton_server):
     client = httpclient.InferenceServerClient(triton_server.http_url, concurrency=8, network_timeout=120)
     yield client
     client.close()
+
+
+# The tiny prompted model: its own config_sentence_transformers.json, then the models-file overrides laid over it.
+PROMPTED = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"}
+PROMPTED_OVERRIDES = {"prompts": {"title": "title: "}, "truncate_dim": 32}
+
+
+class PromptedModel:
+    """What ``prompted_model`` yields: the model directory, the served name and the running server."""
+
+    def __init__(self, model_dir: Path, name: str, server):
+        self.model_dir, self.name, self.server = model_dir, name, server
+
+
+@pytest.fixture(scope="session")
+def prompted_model(tmp_path_factory):
+    import json
+
+    from export_helpers import tiny_st_model
+
+    from exporter import ExportOptions, export_artefact, make_plans
+    from exporter.models import ModelSpec
+    from exporter.serve import ServerSettings, TritonServer
+    from exporter.triton.config import ServingOptions
+    from exporter.triton.repository import ModelEntry, assemble, publish, staging
+
+    work = tmp_path_factory.mktemp("prompted")
+    model_dir = tiny_st_model(work)
+    config_file = model_dir / "config_sentence_transformers.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **PROMPTED}))
+    plans = make_plans([ModelSpec(str(model_dir), "tiny-prompted", precision="fp32", **PROMPTED_OVERRIDES)],
+                       device="cpu")
+    (plan,) = plans.plans
+    artefact = export_artefact(plan, model_dir, work / "artefacts", ExportOptions(verification_limit=16))
+    dest = work / "model_repository"
+    with staging(dest) as root:
+        assemble(root, [ModelEntry(plan, artefact)], ServingOptions())
+        publish(root, dest)
+    server = TritonServer(ServerSettings(dest, http_port=0, grpc_port=0, metrics_port=0))
+    atexit.register(server.stop)
+    server.start()
+    try:
+        yield PromptedModel(model_dir, plan.name, server)
+    finally:
+        server.stop()

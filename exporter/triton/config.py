@@ -2,8 +2,10 @@
 
 Per repository name ``<name>`` three models are generated (the public contract is the ensemble's tensors):
 
-- ``<name>``: ensemble, ``TEXT`` (TYPE_STRING, dims [1]) -> ``EMBEDDING`` (TYPE_FP32, dims [dim]);
-- ``<name>_tokenizer``: python backend running Hugging Face ``tokenizers`` (CPU);
+- ``<name>``: ensemble, ``TEXT`` (TYPE_STRING, dims [1]) -> ``EMBEDDING`` (TYPE_FP32, dims [dim]); optional inputs
+  ``PROMPT_NAME`` / ``PROMPT`` (TYPE_STRING, dims [1], one per text) and a second output ``TOKEN_COUNT`` (TYPE_INT64,
+  dims [1]): callers that send TEXT alone and ask for EMBEDDING alone see the original contract;
+- ``<name>_tokenizer``: python backend running Hugging Face ``tokenizers`` (CPU); it applies the prompts;
 - ``<name>_encoder``: ONNX routes use the NGC image's native ``onnxruntime_onnx`` platform; torch routes use a
   python-backend model that loads the safetensors artefact.
 
@@ -14,7 +16,8 @@ ONNX encoder, which the local launcher needs because the pip ``tritonserver`` bi
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +27,8 @@ from .schema import model_config_pb2
 
 TEXT_INPUT = "TEXT"
 EMBEDDING_OUTPUT = "EMBEDDING"
+PROMPT_INPUTS = ("PROMPT_NAME", "PROMPT")  # optional; at most one per request
+TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
 ENCODER_OUTPUT = "sentence_embedding"
 TOKENIZER_DIR = "tokenizer"
 WARMUP_SEQ_LEN = 16
@@ -71,12 +76,17 @@ def _check_range(flag: str, value: int, low: int, high: int, hint: str = "") -> 
 
 @dataclass(frozen=True)
 class ArtefactInfo:
-    """What the configs need to know about one artefact (read from its report.json)."""
+    """What the configs need to know about one artefact (read from its report.json), with the plan's serving
+    overrides (models file ``prompts`` / ``truncate_dim``) applied by :meth:`with_plan`."""
 
     dim: int
     max_seq_length: int
     inputs: tuple[str, ...]
     runtime: str
+    normalized: bool = True
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    truncate_dim: int | None = None
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> "ArtefactInfo":
@@ -87,7 +97,20 @@ class ArtefactInfo:
             raise ConfigError(f"artefact output {report['output']!r} is not {ENCODER_OUTPUT!r}")
         if report["runtime"] not in RUNTIME_LOADERS:
             raise ConfigError(f"artefact runtime {report['runtime']!r} is not one of {sorted(RUNTIME_LOADERS)}")
-        return cls(int(report["dim"]), int(report["max_seq_length"]), tuple(report["inputs"]), report["runtime"])
+        encoder = report.get("encoder") or {}
+        return cls(int(report["dim"]), int(report["max_seq_length"]), tuple(report["inputs"]), report["runtime"],
+                   normalized=bool(encoder.get("normalize", True)), prompts=dict(encoder.get("prompts") or {}),
+                   default_prompt_name=encoder.get("default_prompt_name"))
+
+    def with_plan(self, plan: Plan) -> "ArtefactInfo":
+        """The plan's overrides on top of the model's own settings: its ``prompts`` replace or add names (as
+        ``SentenceTransformer(prompts=...)`` does), its ``truncate_dim`` becomes the default output width."""
+        prompts = {**self.prompts, **(plan.prompts or {})}
+        truncate_dim = plan.truncate_dim
+        if truncate_dim is not None and not 1 <= truncate_dim <= self.dim:
+            raise ConfigError(f"{plan.name}: truncate_dim={truncate_dim} is out of range; allowed: an integer from 1 "
+                              f"to the model's dimension {self.dim}")
+        return replace(self, prompts=prompts, truncate_dim=truncate_dim)
 
 
 def _pb():
@@ -117,20 +140,46 @@ def _public_parameters(plan: Plan, spec: ArtefactInfo) -> dict[str, Any]:
             "max_seq_length": spec.max_seq_length, "target_device": plan.device}
 
 
+def _prompt_parameters(spec: ArtefactInfo) -> dict[str, Any]:
+    """The model's prompts (JSON) and default prompt name: the tokenizer applies them, clients list them."""
+    params: dict[str, Any] = {"prompts": json.dumps(spec.prompts, ensure_ascii=False, sort_keys=True)}
+    if spec.default_prompt_name:
+        params["default_prompt_name"] = spec.default_prompt_name
+    return params
+
+
+def _output_parameters(spec: ArtefactInfo) -> dict[str, Any]:
+    """What the output is: normalized or not, and the width clients truncate to by default (Matryoshka)."""
+    params: dict[str, Any] = {"normalized": "true" if spec.normalized else "false"}
+    if spec.truncate_dim is not None:
+        params["truncate_dim"] = spec.truncate_dim
+    return params
+
+
+def _optional_prompt_inputs(container) -> None:
+    for name in PROMPT_INPUTS:
+        container.add(name=name, data_type=_pb().TYPE_STRING, dims=[1], optional=True)
+
+
 def ensemble_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions):
-    """The public entry point: TEXT in, EMBEDDING out, tokenizer then encoder."""
+    """The public entry point: TEXT (and optionally PROMPT_NAME or PROMPT) in, EMBEDDING and TOKEN_COUNT out,
+    tokenizer then encoder."""
     pb = _pb()
     config = pb.ModelConfig(name=plan.name, platform="ensemble", max_batch_size=options.max_batch_size)
     config.input.add(name=TEXT_INPUT, data_type=pb.TYPE_STRING, dims=[1])
+    _optional_prompt_inputs(config.input)
     config.output.add(name=EMBEDDING_OUTPUT, data_type=pb.TYPE_FP32, dims=[spec.dim])
+    config.output.add(name=TOKEN_COUNT_OUTPUT, data_type=pb.TYPE_INT64, dims=[1])
     tokenize = config.ensemble_scheduling.step.add(model_name=tokenizer_name(plan.name), model_version=-1)
-    tokenize.input_map[TEXT_INPUT] = TEXT_INPUT
+    for tensor in (TEXT_INPUT, *PROMPT_INPUTS):
+        tokenize.input_map[tensor] = tensor
+    tokenize.output_map[TOKEN_COUNT_OUTPUT] = TOKEN_COUNT_OUTPUT
     encode = config.ensemble_scheduling.step.add(model_name=encoder_name(plan.name), model_version=-1)
     for tensor in spec.inputs:
         tokenize.output_map[tensor] = tensor
         encode.input_map[tensor] = tensor
     encode.output_map[ENCODER_OUTPUT] = EMBEDDING_OUTPUT
-    _set_parameters(config, _public_parameters(plan, spec))
+    _set_parameters(config, {**_public_parameters(plan, spec), **_output_parameters(spec), **_prompt_parameters(spec)})
     return config
 
 
@@ -139,12 +188,14 @@ def tokenizer_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions):
     pb = _pb()
     config = pb.ModelConfig(name=tokenizer_name(plan.name), backend="python", max_batch_size=options.max_batch_size)
     config.input.add(name=TEXT_INPUT, data_type=pb.TYPE_STRING, dims=[1])
+    _optional_prompt_inputs(config.input)
     _token_tensors(config.output, spec.inputs)
+    config.output.add(name=TOKEN_COUNT_OUTPUT, data_type=pb.TYPE_INT64, dims=[1])
     config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us
     _instance_group(config, gpu=False, count=1)
     _set_parameters(config, {"max_seq_length": spec.max_seq_length, "tokenizer_dir": TOKENIZER_DIR,
                              "max_texts_per_request": options.max_texts_per_request,
-                             "max_text_bytes": options.max_text_bytes})
+                             "max_text_bytes": options.max_text_bytes, **_prompt_parameters(spec)})
     warmup = config.model_warmup.add(name="empty_text", batch_size=1)
     warmup.inputs[TEXT_INPUT].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_STRING, dims=[1], zero_data=True))
     return config

@@ -63,11 +63,12 @@ Per model `<name>` (names, precisions, routes, dims and artefact hashes are list
 
 | Triton model | what it is |
 |---|---|
-| `<name>` | ensemble, the public entry point: input `TEXT` (TYPE_STRING, dims [1]), output `EMBEDDING` (TYPE_FP32, dims [dim]) |
-| `<name>_tokenizer` | python backend, Hugging Face `tokenizers`: truncation to the model's max_seq_length, padding per request |
+| `<name>` | ensemble, the public entry point: input `TEXT` (TYPE_STRING, dims [1]), output `EMBEDDING` (TYPE_FP32, dims [dim]); optional inputs `PROMPT_NAME` / `PROMPT` (TYPE_STRING, dims [1], one per text), extra output `TOKEN_COUNT` (TYPE_INT64, dims [1]) |
+| `<name>_tokenizer` | python backend, Hugging Face `tokenizers`: prompt prefix, truncation to the model's max_seq_length, padding per request, token counts |
 | `<name>_encoder` | `onnxruntime_onnx` (ONNX routes) or a python-backend torch model ({_TORCH_PRECISIONS} routes) |
 
-The ensemble's and the encoder's `parameters` record `precision`, `route`, `dim`, `model` and `max_seq_length`.
+The ensemble's and the encoder's `parameters` record `precision`, `route`, `dim`, `model` and `max_seq_length`; the
+ensemble's also `normalized`, `prompts` (JSON), `default_prompt_name` and `truncate_dim` (the last two when set).
 """  # noqa: E501 (markdown table rows of the generated README)
 
 
@@ -126,7 +127,7 @@ def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions) -> 
 
 def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict[str, Any]:
     plan, report = entry.plan, entry.report
-    spec = ArtefactInfo.from_report(report)
+    spec = ArtefactInfo.from_report(report).with_plan(plan)
     gpu = plan.device != "cpu"
     configs = {
         plan.name: ensemble_config(plan, spec, options),
@@ -150,6 +151,8 @@ def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict
         "name": plan.name, "model": plan.model, "precision": plan.precision, "route": plan.route,
         "runtime": spec.runtime, "target_device": plan.device, "dim": spec.dim,
         "max_seq_length": spec.max_seq_length, "inputs": list(spec.inputs),
+        "normalized": spec.normalized, "prompts": spec.prompts, "default_prompt_name": spec.default_prompt_name,
+        "truncate_dim": spec.truncate_dim,
         "triton_models": {"ensemble": plan.name, "tokenizer": f"{plan.name}_tokenizer",
                           "encoder": f"{plan.name}_encoder"},
         "decided_by": plan.decided_by, "reasons": list(plan.reasons),
