@@ -57,7 +57,11 @@ class GatewayProcess:
         command = [sys.executable, "-m", "gateway", "--triton-url", self.triton_url, "--host", self.host,
                    "--port", str(self.port), *self.args]
         log.info("starting %s", " ".join(command))
-        self.process = subprocess.Popen(command, env={**os.environ, **self.env}, stdout=self._log,
+        # The child imports the same gateway (and client) as this process, wherever it runs from: a checkout that
+        # is not the installed one (a worktree, a script run from elsewhere) would otherwise start another copy.
+        source = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(command, env={**os.environ, **self.env, "PYTHONPATH": path}, stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + self.ready_timeout
         while not self._answers():

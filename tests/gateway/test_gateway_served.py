@@ -28,8 +28,11 @@ def vectors(response) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
-def get(url: str, key: str | None = None) -> tuple[int, dict, dict]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+def get(url: str, key: str | None = None, body: dict | None = None) -> tuple[int, dict, dict]:
+    """GET ``url`` (POST ``body`` as JSON when given), with ``key`` as the bearer token; (status, headers, JSON)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={**headers, "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, dict(response.headers), json.loads(response.read() or b"null")
@@ -127,8 +130,8 @@ def test_over_the_limits_is_413(sdk, model):
 
 
 def test_auth_no_key_wrong_key_right_key(gateway, model):
-    for route in ("/v1/models", "/v1/embeddings"):
-        status, _, body = get(f"{gateway.root}{route}")
+    for route, request in (("/v1/models", None), ("/v1/embeddings", {"model": model, "input": "x"})):
+        status, _, body = get(f"{gateway.root}{route}", body=request)
         assert status == 401 and body["error"]["code"] == "invalid_api_key", route
     with openai_client(gateway, api_key="test-key-2") as wrong:
         error = error_of(lambda: wrong.embeddings.create(model=model, input="x"))
