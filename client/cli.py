@@ -44,8 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("texts", nargs="*", help="texts to embed")
     embed.add_argument("--file", type=Path, help="also embed every line of this UTF-8 file (one text per line)")
     embed.add_argument("--batch-size", type=int, help="texts per request (default: the model's max_batch_size)")
+    prompt = embed.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt-name", metavar="NAME",
+                        help="one of the model's prompts (see 'models'), prepended to every text; default: the "
+                             "model's default prompt, if it has one")
+    prompt.add_argument("--prompt", metavar="TEXT", help="an explicit prefix for every text ('' turns the default "
+                                                         "prompt off)")
+    embed.add_argument("--dimensions", type=int, metavar="K",
+                       help="keep the first K dimensions, re-normalized when the model normalizes (default: the "
+                            "model's truncate_dim, else all)")
     output = embed.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print {model, dim, embeddings} as JSON")
+    output.add_argument("--json", action="store_true",
+                        help="print {model, dim, embeddings, token_counts} as JSON (token_counts: null when the "
+                             "model was built without them)")
     output.add_argument("--npy", type=Path, metavar="OUT", help="save the (n, dim) float32 array to OUT (.npy)")
 
     models = commands.add_parser("models", help="list the served embedding models")
@@ -71,18 +82,25 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 def _embed(client: EmbeddingClient, args: argparse.Namespace) -> int:
     texts = _read_texts(args)
-    vectors = client.embed(texts)
     info = client.model_info()
+    options = {"prompt_name": args.prompt_name, "prompt": args.prompt, "dimensions": args.dimensions}
+    if info.token_counts:
+        result = client.embed_with_usage(texts, **options)
+        vectors, counts = result.vectors, result.token_counts.tolist()
+    else:  # a repository built before TOKEN_COUNT existed
+        vectors, counts = client.embed(texts, **options), None
     if args.npy is not None:
         np.save(args.npy, vectors)
         print(f"wrote {vectors.shape[0]}x{vectors.shape[1]} float32 embeddings from {info.name} to {args.npy}")
     elif args.json:
-        json.dump({"model": info.name, "dim": info.dim, "embeddings": vectors.tolist()}, sys.stdout)
+        json.dump({"model": info.name, "dim": int(vectors.shape[1]), "embeddings": vectors.tolist(),
+                   "token_counts": counts}, sys.stdout)
         print()
     else:
-        for text, vector in zip(texts, vectors):
+        for i, (text, vector) in enumerate(zip(texts, vectors)):
             head = ", ".join(f"{x:+.4f}" for x in vector[:4])
-            print(f"[{head}, ...] dim={vector.shape[0]} norm={np.linalg.norm(vector):.3f}  {text[:60]!r}")
+            tokens = f" tokens={counts[i]}" if counts is not None else ""
+            print(f"[{head}, ...] dim={vector.shape[0]} norm={np.linalg.norm(vector):.3f}{tokens}  {text[:60]!r}")
     return 0
 
 
@@ -98,6 +116,12 @@ def _models(client: EmbeddingClient, args: argparse.Namespace) -> int:
         for m in served:
             print(f"{m.name:<28} {m.dim:>5} {m.max_seq_length or '-':>6} {m.precision or '-':<10} {m.route or '-':<20} "
                   f"{m.source or '-'}")
+            extras = [f"prompts: {', '.join(f'{k}={v!r}' for k, v in m.prompts.items())}" if m.prompts else "",
+                      f"default prompt: {m.default_prompt_name}" if m.default_prompt_name else "",
+                      f"truncate_dim: {m.truncate_dim}" if m.truncate_dim else "",
+                      "" if m.normalized else "not normalized"]
+            if any(extras):
+                print(f"{'':<28} " + "; ".join(e for e in extras if e))
     return 0
 
 

@@ -81,7 +81,11 @@ def specs_from_args(models: list[str | ModelSpec] | None, models_file: str | Non
 
 
 def load_models_file(path: str) -> list[ModelSpec]:
-    """Parse a YAML models file: a list (or ``{models: [...]}``) of ids or mappings with model/name/group/..."""
+    """Parse a YAML models file: a list (or ``{models: [...]}``) of ids or mappings with model/name/group/...
+
+    ``prompts`` (name -> prefix) replace or add to the model's own sentence-transformers prompts and ``truncate_dim``
+    sets the width clients truncate to by default: both are served settings, applied when the repository is built.
+    """
     import yaml
 
     try:

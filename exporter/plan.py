@@ -250,7 +250,8 @@ def make_plans(models: Iterable[str | ModelSpec] | None = None, *, models_file: 
     Args:
         models: hub ids or local model directories (their names derived), or :class:`ModelSpec` objects; with
             neither ``models`` nor ``models_file``, the bundled default model.
-        models_file: a YAML models file (model, name, group, max_length, precision), added to ``models``.
+        models_file: a YAML models file (model, name, group, max_length, precision, prompts, truncate_dim),
+            added to ``models``.
         config: the settings (default: ``Config.from_env()``, the ``EMB_PROVIDER_*`` variables).
         device: the serving target (e.g. ``"cpu"``, ``"cuda:8.0"``), overriding ``config.device``.
         precision: the global precision for this run, overriding ``config.model_precision``.

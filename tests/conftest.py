@@ -234,13 +234,13 @@ class PromptedModel:
 def prompted_model(tmp_path_factory):
     import json
 
-    from export_helpers import tiny_st_model
-
     from exporter import ExportOptions, export_artefact, make_plans
     from exporter.models import ModelSpec
     from exporter.serve import ServerSettings, TritonServer
     from exporter.triton.config import ServingOptions
     from exporter.triton.repository import ModelEntry, assemble, publish, staging
+
+    from export_helpers import tiny_st_model
 
     work = tmp_path_factory.mktemp("prompted")
     model_dir = tiny_st_model(work)

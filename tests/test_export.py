@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,23 @@ def test_bundled_spec_reads_sentence_transformers_files():
     assert spec.inputs == ("input_ids", "attention_mask", "token_type_ids")
     assert (spec.max_seq_length, spec.dim, spec.sentence_transformers) == (256, 384, True)
     assert read_encoder_spec(bundled_dir(), max_length=128).max_seq_length == 128
+
+
+def test_prompts_are_read_from_config_sentence_transformers(tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(bundled_dir(), model, copy_function=os.symlink)  # links: the bundled files stay untouched
+    assert (read_encoder_spec(model).prompts, read_encoder_spec(model).default_prompt_name) == ({}, None)
+    config = model / "config_sentence_transformers.json"
+    config.unlink()  # a link to the bundled file: replaced, never written through
+    config.write_text(json.dumps({"prompts": {"query": "query: ", "doc": None}, "default_prompt_name": "query"}))
+    spec = read_encoder_spec(model)
+    assert (spec.prompts, spec.default_prompt_name) == ({"query": "query: ", "doc": ""}, "query")  # null reads as ""
+    config.write_text(json.dumps({"prompts": {"query": "query: "}, "default_prompt_name": "passage"}))
+    with pytest.raises(ModelError, match="default_prompt_name 'passage' is not one of the prompts \\('query'\\)"):
+        read_encoder_spec(model)
+    config.write_text(json.dumps({"prompts": ["query: "]}))
+    with pytest.raises(ModelError, match="prompts must map prompt names to prefix strings"):
+        read_encoder_spec(model)
 
 
 @pytest.mark.slow

@@ -49,8 +49,19 @@ def test_models_file(tmp_path):
         ("bge", "large-models", 256, "int8")
 
 
+def test_models_file_prompts_and_truncate_dim(tmp_path):
+    f = tmp_path / "models.yaml"
+    f.write_text("- {model: x, prompts: {query: 'query: ', doc: ''}, truncate_dim: 128}\n")
+    [spec] = specs_from_args(None, str(f))
+    assert (spec.prompts, spec.truncate_dim) == ({"query": "query: ", "doc": ""}, 128)
+
+
 @pytest.mark.parametrize("content,fragment", [
     ("[]", "non-empty list"),
+    ("- {model: x, truncate_dim: 0}", "truncate_dim=0 must be a positive integer"),
+    ("- {model: x, truncate_dim: true}", "truncate_dim=True must be a positive integer"),
+    ("- {model: x, prompts: [query]}", "prompts=['query'] must be a mapping of prompt name to prefix string"),
+    ("- {model: x, prompts: {query: 3}}", "prompts={'query': 3} must be a mapping"),
     ("- {model: x, colour: red}", "unknown keys ['colour']"),
     ("- {model: x, max_length: -3}", "max_length=-3"),
     ("- {model: x, precision: fp8}", "'fp8'"),

@@ -55,12 +55,12 @@ def tokenizer_repo(tmp_path_factory) -> Path:
     return root
 
 
-def make_tokenizer(repo: Path, max_seq_length=16, max_texts=4, max_bytes=64):
+def make_tokenizer(repo: Path, max_seq_length=16, max_texts=4, max_bytes=64, outputs=TOKEN_OUTPUTS, **prompts):
     config = {"name": "minilm_tokenizer", "backend": "python", "max_batch_size": 8,
               "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}],
-              "output": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1]} for n in TOKEN_OUTPUTS],
+              "output": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1]} for n in outputs],
               "parameters": params(tokenizer_dir="tokenizer", max_seq_length=max_seq_length,
-                                   max_texts_per_request=max_texts, max_text_bytes=max_bytes)}
+                                   max_texts_per_request=max_texts, max_text_bytes=max_bytes, **prompts)}
     model = load_python_model("tokenizer_model").TritonPythonModel()
     model.initialize(args(repo, config))
     return model
@@ -119,6 +119,76 @@ def test_str_elements_are_taken_as_utf8(tokenizer_repo, reference_tokenizer):
     model = make_tokenizer(tokenizer_repo)
     (response,) = model.execute([pb_utils.request(TEXT=np.array([["café"]], dtype=object))])
     assert outputs(response)["input_ids"][0].tolist() == reference_tokenizer.encode("café").ids
+
+
+# -- prompts and token counts -----------------------------------------------------------------------------------------
+
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+def prompted_tokenizer(repo: Path, default: str | None = "query", **kwargs):
+    extra = {"default_prompt_name": default} if default else {}
+    return make_tokenizer(repo, max_seq_length=64, max_bytes=1000, outputs=[*TOKEN_OUTPUTS, "TOKEN_COUNT"],
+                          prompts=json.dumps(PROMPTS), **extra, **kwargs)
+
+
+def ids_of(response) -> list[list[int]]:
+    got = outputs(response)
+    return [row[mask == 1].tolist() for row, mask in zip(got["input_ids"], got["attention_mask"])]
+
+
+def test_prompts_are_prepended_as_sentence_transformers_does(tokenizer_repo, reference_tokenizer):
+    """PROMPT_NAME and PROMPT are one per text; neither: the default prompt; PROMPT "" turns it off."""
+    model = prompted_tokenizer(tokenizer_repo)
+    texts = ["a cat", "two dogs"]
+    named, explicit, default, bare = model.execute([
+        pb_utils.request(TEXT=text_array(*texts), PROMPT_NAME=text_array("passage", "query")),
+        pb_utils.request(TEXT=text_array(*texts), PROMPT=text_array("x: ", "y: ")),
+        pb_utils.request(TEXT=text_array(*texts)),
+        pb_utils.request(TEXT=text_array(*texts), PROMPT=text_array("", ""))])
+    encode = reference_tokenizer.encode
+    assert ids_of(named) == [encode("passage: a cat").ids, encode("query: two dogs").ids]
+    assert ids_of(explicit) == [encode("x: a cat").ids, encode("y: two dogs").ids]
+    assert ids_of(default) == [encode("query: " + t).ids for t in texts]
+    assert ids_of(bare) == [encode(t).ids for t in texts]
+
+
+def test_without_a_default_prompt_texts_are_taken_as_they_are(tokenizer_repo, reference_tokenizer):
+    (response,) = prompted_tokenizer(tokenizer_repo, default=None).execute([pb_utils.request(TEXT=text_array("a cat"))])
+    assert ids_of(response) == [reference_tokenizer.encode("a cat").ids]
+
+
+def test_token_count_is_the_unpadded_length_after_prompt_and_truncation(tokenizer_repo, reference_tokenizer):
+    model = prompted_tokenizer(tokenizer_repo)
+    texts = ["hi", "word " * 100]
+    (response,) = model.execute([pb_utils.request(TEXT=text_array(*texts))])
+    counts = outputs(response)["TOKEN_COUNT"]
+    want = [min(len(reference_tokenizer.encode("query: " + t).ids), 64) for t in texts]
+    assert counts.dtype == np.int64 and counts.shape == (2, 1) and counts[:, 0].tolist() == want
+    assert want[1] == 64 and want[0] == len(reference_tokenizer.encode("query: hi").ids)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"PROMPT_NAME": text_array("query", "nope")},
+     "PROMPT_NAME[1]='nope' is not a prompt of this model; allowed: 'query', 'passage'"),
+    ({"PROMPT_NAME": text_array("query", "query"), "PROMPT": text_array("a", "b")},
+     "give PROMPT_NAME or PROMPT, not both"),
+    ({"PROMPT": text_array("a")}, "PROMPT has 1 rows; expected one per text (2)"),
+    ({"PROMPT": text_array("ok", b"\xff")}, "PROMPT[1] is not valid UTF-8 (byte 0: invalid start byte)"),
+])
+def test_a_bad_prompt_is_invalid_arg_for_its_request_only(tokenizer_repo, extra, words):
+    model = prompted_tokenizer(tokenizer_repo)
+    failed, after = model.execute([pb_utils.request(TEXT=text_array("a", "b"), **extra),
+                                   pb_utils.request(TEXT=text_array("after"))])
+    assert error_of(failed) == (pb_utils.TritonError.INVALID_ARG, words)
+    assert outputs(after)["TOKEN_COUNT"].shape == (1, 1)
+
+
+def test_a_model_without_prompts_lists_none(tokenizer_repo):
+    (response,) = make_tokenizer(tokenizer_repo).execute([pb_utils.request(TEXT=text_array("a"),
+                                                                             PROMPT_NAME=text_array("query"))])
+    assert error_of(response)[1] == "PROMPT_NAME[0]='query' is not a prompt of this model; allowed: none (this model " \
+                                    "has no prompts)"
 
 
 # -- encoder ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +87,51 @@ def test_ensemble_config_is_the_public_contract():
     config = roundtrip(ensemble_config(plan, INFO, ServingOptions()))
     pb = model_config_pb2()
     assert config.platform == "ensemble" and config.max_batch_size == 64
-    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("TEXT", pb.TYPE_STRING, [1])]
-    assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("EMBEDDING", pb.TYPE_FP32, [DIM])]
+    assert [(t.name, t.data_type, list(t.dims), t.optional) for t in config.input] == [
+        ("TEXT", pb.TYPE_STRING, [1], False), ("PROMPT_NAME", pb.TYPE_STRING, [1], True),
+        ("PROMPT", pb.TYPE_STRING, [1], True)]
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
+        ("EMBEDDING", pb.TYPE_FP32, [DIM]), ("TOKEN_COUNT", pb.TYPE_INT64, [1])]
     steps = config.ensemble_scheduling.step
     assert [s.model_name for s in steps] == ["tiny_tokenizer", "tiny_encoder"]
+    assert dict(steps[0].input_map) == {"TEXT": "TEXT", "PROMPT_NAME": "PROMPT_NAME", "PROMPT": "PROMPT"}
+    assert steps[0].output_map["TOKEN_COUNT"] == "TOKEN_COUNT"
     assert dict(steps[1].output_map) == {"sentence_embedding": "EMBEDDING"}
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["precision"] == "fp32" and params["route"] == "onnx-fp32" and params["dim"] == str(DIM)
     assert params["model"] == "tiny/model"
+    assert params["normalized"] == "true" and params["prompts"] == "{}"
+    assert "default_prompt_name" not in params and "truncate_dim" not in params
+
+
+def parameters(config) -> dict[str, str]:
+    return {k: v.string_value for k, v in roundtrip(config).parameters.items()}
+
+
+def test_model_prompts_and_models_file_overrides_reach_the_configs_and_the_manifest(tmp_path):
+    report = json.loads((make_artefact(tmp_path / "art") / "report.json").read_text())
+    report["encoder"] = {"normalize": False, "prompts": {"query": "query: ", "doc": ""}, "default_prompt_name": "query"}
+    plan = replace(plan_for(), prompts={"doc": "passage: ", "title": "title: "}, truncate_dim=4)
+    info = ArtefactInfo.from_report(report).with_plan(plan)
+    assert info.prompts == {"query": "query: ", "doc": "passage: ", "title": "title: "}  # the plan's win, by name
+    ensemble, tokenizer = (parameters(make(plan, info, ServingOptions()))
+                           for make in (ensemble_config, tokenizer_config))
+    assert json.loads(ensemble["prompts"]) == json.loads(tokenizer["prompts"]) == info.prompts
+    assert ensemble["default_prompt_name"] == tokenizer["default_prompt_name"] == "query"
+    assert (ensemble["normalized"], ensemble["truncate_dim"]) == ("false", "4")
+    (tmp_path / "art" / "report.json").write_text(json.dumps(report))
+    with staging(tmp_path / "repo") as root:
+        (model,) = assemble(root, [ModelEntry(plan, tmp_path / "art")], ServingOptions())["models"]
+    assert (model["normalized"], model["prompts"], model["default_prompt_name"], model["truncate_dim"]) == (
+        False, info.prompts, "query", 4)
+
+
+@pytest.mark.parametrize("truncate_dim", [0, DIM + 1])
+def test_a_truncate_dim_outside_the_model_dimension_is_refused(tmp_path, truncate_dim):
+    info = ArtefactInfo.from_report(json.loads((make_artefact(tmp_path / "art") / "report.json").read_text()))
+    with pytest.raises(ConfigError, match=f"truncate_dim={truncate_dim} is out of range; allowed: an integer from 1 "
+                                          f"to the model's dimension {DIM}"):
+        info.with_plan(replace(plan_for(), truncate_dim=truncate_dim))
 
 
 def test_cpu_encoder_is_native_onnxruntime_on_cpu_with_batching_and_warmup():
@@ -151,8 +189,9 @@ def test_tokenizer_config_carries_limits():
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert config.backend == "python" and config.max_batch_size == 32
     assert params == {"max_seq_length": "128", "tokenizer_dir": "tokenizer", "max_texts_per_request": "16",
-                      "max_text_bytes": "1000"}
-    assert [t.name for t in config.output] == list(INPUTS)
+                      "max_text_bytes": "1000", "prompts": "{}"}
+    assert [t.name for t in config.output] == [*INPUTS, "TOKEN_COUNT"]
+    assert [(t.name, t.optional) for t in config.input] == [("TEXT", False), ("PROMPT_NAME", True), ("PROMPT", True)]
 
 
 @pytest.mark.parametrize("kwargs, flag", [

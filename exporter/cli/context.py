@@ -17,7 +17,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: bool = Tr
     parser.add_argument("--model", action="append", metavar="ID_OR_DIR",
                         help="hub id or local model directory (repeatable; default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--models-file", metavar="F", help="YAML list of models (model, name, group, max_length, "
-                        "precision)")
+                        "precision, prompts, truncate_dim)")
     parser.add_argument("--device", metavar="D", help=f"serving target: {DEVICE_FORMS} "
                         "(overrides EMB_PROVIDER_DEVICE)")
     if precision:

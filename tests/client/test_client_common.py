@@ -113,6 +113,25 @@ def test_model_info_reads_the_ensemble_parameters():
                              max_seq_length=256)
 
 
+def test_model_info_reads_prompts_truncate_dim_normalization_and_the_extended_tensors():
+    config = {**ENSEMBLE,
+              "input": [*ENSEMBLE["input"], *({"name": n, "data_type": "TYPE_STRING", "dims": [1], "optional": True}
+                                              for n in ("PROMPT_NAME", "PROMPT"))],
+              "output": [*ENSEMBLE["output"], {"name": "TOKEN_COUNT", "data_type": "TYPE_INT64", "dims": [1]}],
+              "parameters": {**ENSEMBLE["parameters"], **{k: {"string_value": v} for k, v in {
+                  "normalized": "false", "prompts": '{"query": "query: "}', "default_prompt_name": "query",
+                  "truncate_dim": "128"}.items()}}}
+    info = ModelInfo.from_config(config)
+    assert (info.normalized, info.prompts, info.default_prompt_name, info.truncate_dim) == (
+        False, {"query": "query: "}, "query", 128)
+    assert info.prompt_inputs and info.token_counts
+    old = ModelInfo.from_config(ENSEMBLE)  # built before the extension: defaults, and no prompts or counts to ask for
+    assert (old.normalized, old.prompts, old.truncate_dim, old.prompt_inputs, old.token_counts) == (
+        True, {}, None, False, False)
+    config["parameters"]["prompts"] = {"string_value": "not json"}
+    assert ModelInfo.from_config(config).prompts == {}
+
+
 @pytest.mark.parametrize("change", [
     {"platform": ""}, {"backend": "python", "platform": ""}, {"max_batch_size": 0},
     {"input": [{"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1]}]},

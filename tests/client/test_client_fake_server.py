@@ -5,7 +5,9 @@ is in test_client_served.py (e2e)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import tritonclient.http as httpclient
 from client import (
     AsyncEmbeddingClient,
     EmbeddingClient,
+    Embeddings,
     InvalidInput,
     ModelNotFound,
     Retry,
@@ -38,8 +41,8 @@ class Twin:
             self.loop = asyncio.new_event_loop()
             self.client = AsyncEmbeddingClient(url, **kwargs)
 
-    def call(self, method: str, *args):
-        result = getattr(self.client, method)(*args)
+    def call(self, method: str, *args, **kwargs):
+        result = getattr(self.client, method)(*args, **kwargs)
         return result if self.kind == "sync" else self.loop.run_until_complete(result)
 
     def close(self) -> None:
@@ -236,3 +239,105 @@ def test_the_fake_speaks_json_and_binary_tensors(fake, binary_in, binary_out):
     np.testing.assert_allclose(result.as_numpy("EMBEDDING"), expected(["one", "zwei"]), rtol=1e-6)
     (seen,) = fake.infer_requests()
     assert seen.binary_inputs is binary_in and seen.inputs["TEXT"].tolist() == [[b"one"], [b"zwei"]]
+
+
+# -- prompts, dimensions, token counts, per-call model ---------------------------------------------------------------
+
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+@pytest.fixture
+def prompted(fake):
+    fake.models["prompted"] = EmbeddingModel("prompted", dim=8, prompts=PROMPTS, default_prompt_name="query",
+                                             truncate_dim=4)
+    return fake.models["prompted"]
+
+
+def test_a_prompt_name_or_prompt_is_sent_once_per_text_and_the_default_left_to_the_server(make, fake, prompted):
+    client = make(model="prompted")
+    texts = ["a b", "c"]
+    named = client.call("embed", texts, prompt_name="passage", dimensions=8)
+    np.testing.assert_array_equal(named, expected(["passage: a b", "passage: c"]))
+    explicit = client.call("embed", texts, prompt="x: ", dimensions=8)
+    np.testing.assert_array_equal(explicit, expected(["x: a b", "x: c"]))
+    default = client.call("embed", texts, dimensions=8)
+    np.testing.assert_array_equal(default, expected(["query: a b", "query: c"]))
+    sent = [{k: [bytes(b) for b in v[:, 0]] for k, v in r.inputs.items() if k != "TEXT"} for r in fake.infer_requests()]
+    assert sent == [{"PROMPT_NAME": [b"passage", b"passage"]}, {"PROMPT": [b"x: ", b"x: "]}, {}]
+
+
+def test_dimensions_truncate_and_renormalize_and_the_models_truncate_dim_is_the_default(make, prompted):
+    client = make(model="prompted")
+    full = expected(["query: a", "query: b"])
+    for k, got in ((4, client.call("embed", ["a", "b"])), (2, client.call("embed", ["a", "b"], dimensions=2))):
+        want = full[:, :k] / np.linalg.norm(full[:, :k], axis=1, keepdims=True)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    prompted.normalized = False
+    raw = make(model="prompted").call("embed", ["a", "b"], dimensions=3)  # a model without Normalize: cut only
+    np.testing.assert_array_equal(raw, full[:, :3])
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"dimensions": 0}, "dimensions=0 is out of range for model 'prompted'; allowed: an integer from 1 to 8"),
+    ({"dimensions": 9}, "dimensions=9 is out of range for model 'prompted'; allowed: an integer from 1 to 8"),
+    ({"dimensions": 2.5}, "dimensions=2.5 is out of range"),
+    ({"dimensions": True}, "dimensions=True is out of range"),
+    ({"prompt_name": "nope"}, "prompt_name='nope' is not a prompt of model 'prompted'; allowed: 'query', 'passage'"),
+    ({"prompt_name": "query", "prompt": "q: "}, "give prompt_name or prompt, not both"),
+    ({"prompt": b"q: "}, "prompt=b'q: ' is bytes, expected str"),
+])
+def test_bad_options_are_invalid_input_naming_the_value_and_no_request_is_sent(make, fake, prompted, options, words):
+    with pytest.raises(InvalidInput, match=re.escape(words)):
+        make(model="prompted").call("embed", ["a"], **options)
+    assert fake.infer_requests() == []
+
+
+def test_embed_with_usage_returns_the_servers_token_counts(make, prompted):
+    usage = make(model="prompted").call("embed_with_usage", ["a b c", "d"], prompt_name="passage")
+    assert isinstance(usage, Embeddings) and usage.vectors.shape == (2, 4)
+    assert usage.token_counts.dtype == np.int64 and usage.token_counts.tolist() == [6, 4] and usage.total_tokens == 10
+    single = make(model="prompted").call("embed_with_usage", "a b")
+    assert single.vectors.shape == (4,) and single.token_counts.shape == () and single.total_tokens == 5
+
+
+def test_model_per_call_overrides_the_clients_model(make, prompted):
+    client = make(model="minilm-fp32")
+    np.testing.assert_array_equal(client.call("embed", ["a"], model="prompted", dimensions=8),
+                                  expected(["query: a"]))
+    np.testing.assert_array_equal(client.call("embed", ["a"]), expected(["a"]))
+    assert client.call("model_info", model="prompted").truncate_dim == 4
+    with pytest.raises(ModelNotFound, match="'nope' is not served"):
+        client.call("embed", ["a"], model="nope")
+
+
+def test_a_repository_built_before_the_extension_still_embeds_and_says_what_it_lacks(make, fake):
+    fake.models["old"] = EmbeddingModel("old", legacy=True)
+    client = make(model="old")
+    np.testing.assert_array_equal(client.call("embed", ["a"]), expected(["a"]))
+    with pytest.raises(InvalidInput, match="built without the TOKEN_COUNT output; rebuild"):
+        client.call("embed_with_usage", ["a"])
+    with pytest.raises(InvalidInput, match="built without the PROMPT_NAME/PROMPT inputs; rebuild"):
+        client.call("embed", ["a"], prompt="q: ")
+    assert client.call("embed", ["a"], dimensions=2).shape == (1, 2)
+
+
+def test_cli_prompt_name_dimensions_and_token_counts(fake, prompted, capsys):
+    from client.cli import main
+
+    base = ["--url", fake.url, "--model", "prompted"]
+    assert main([*base, "embed", "a b", "c", "--prompt-name", "passage", "--dimensions", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    full = expected(["passage: a b", "passage: c"])
+    np.testing.assert_allclose(out["embeddings"], full[:, :2] / np.linalg.norm(full[:, :2], axis=1, keepdims=True),
+                               rtol=1e-6)
+    assert (out["dim"], out["token_counts"]) == (2, [5, 4])
+    assert main([*base, "embed", "a", "--prompt", ""]) == 0
+    assert "dim=4 norm=1.000 tokens=3  'a'" in capsys.readouterr().out  # truncate_dim 4; no prompt: 1 word + 2
+    assert main([*base, "embed", "a", "--dimensions", "0"]) == 2
+    assert "dimensions=0 is out of range for model 'prompted'; allowed: an integer from 1 to 8" in \
+        capsys.readouterr().err
+    assert main([*base, "models"]) == 0
+    assert "prompts: query='query: ', passage='passage: '; default prompt: query; truncate_dim: 4" in \
+        capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*base, "embed", "a", "--prompt", "x", "--prompt-name", "query"])

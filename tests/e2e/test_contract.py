@@ -136,6 +136,18 @@ def test_token_counts_are_the_tokenizers_after_prompt_and_truncation(client, st,
     assert raw.as_numpy("TOKEN_COUNT").reshape(-1).tolist() == want
 
 
+def test_concurrent_requests_with_and_without_prompts_get_their_own_prompts(client, prompted_model):
+    """The tokenizer's dynamic batcher may batch requests with and without PROMPT_NAME: each keeps its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [{}, {"prompt_name": "passage"}, {"prompt": ""}, {"prompt_name": "title"}] * 4
+    alone = [client.embed(TEXTS, dimensions=64, **case) for case in cases[:4]]
+    with EmbeddingClient(prompted_model.server.http_url, max_concurrency=8) as busy, ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda case: busy.embed(TEXTS, dimensions=64, **case), cases))
+    for i, got in enumerate(together):
+        np.testing.assert_allclose(got, alone[i % 4], atol=1e-5)
+
+
 def test_the_async_twin_gives_the_same_vectors_and_counts(client, prompted_model):
     async def run():
         async with AsyncEmbeddingClient(prompted_model.server.http_url) as aclient:

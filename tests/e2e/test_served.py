@@ -147,8 +147,11 @@ def test_limits_and_shapes_are_enforced_with_clear_400s(served_model, triton_htt
 def test_model_metadata_and_config_describe_the_model(served_models, triton_http):
     for precision, name in served_models.items():
         meta = triton_http.get_model_metadata(name)
-        assert meta["inputs"] == [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}]
-        assert meta["outputs"] == [{"name": "EMBEDDING", "datatype": "FP32", "shape": [-1, 384]}]
+        assert meta["inputs"] == [{"name": n, "datatype": "BYTES", "shape": [-1, 1]}
+                                  for n in ("TEXT", "PROMPT_NAME", "PROMPT")]  # the prompts optional
+        assert meta["outputs"] == [{"name": "EMBEDDING", "datatype": "FP32", "shape": [-1, 384]},
+                                   {"name": "TOKEN_COUNT", "datatype": "INT64", "shape": [-1, 1]}]
         params = {k: v["string_value"] for k, v in triton_http.get_model_config(name)["parameters"].items()}
         assert params["precision"] == precision and params["dim"] == "384"
         assert params["model"] == "sentence-transformers/all-MiniLM-L6-v2" and params["route"]
+        assert (params["normalized"], params["prompts"]) == ("true", "{}")

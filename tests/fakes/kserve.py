@@ -52,7 +52,12 @@ class InferError(Exception):
 
 @dataclass
 class EmbeddingModel:
-    """An emb-provider ensemble: TEXT (BYTES [1]) -> EMBEDDING (FP32 [dim]), config as ``exporter build`` writes."""
+    """An emb-provider ensemble: TEXT (BYTES [1]) -> EMBEDDING (FP32 [dim]), config as ``exporter build`` writes.
+
+    As the real tokenizer model does, it prepends the optional PROMPT_NAME / PROMPT (one per text; the default prompt
+    when neither) and answers TOKEN_COUNT, here the prompted text's whitespace words + 2 (a stand-in for special
+    tokens). ``legacy=True`` is a repository built before those existed (TEXT -> EMBEDDING only).
+    """
 
     name: str
     dim: int = 8
@@ -61,14 +66,27 @@ class EmbeddingModel:
     route: str = "onnx-fp32"
     max_seq_length: int = 256
     ready: bool = True
-    embed: Callable[[list[bytes]], np.ndarray] | None = None  # None: hash_vector of each text
+    embed: Callable[[list[bytes]], np.ndarray] | None = None  # None: hash_vector of each (prompted) text
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    truncate_dim: int | None = None
+    normalized: bool = True
+    legacy: bool = False
 
     def config(self) -> dict[str, Any]:
         params = {"dim": str(self.dim), "precision": self.precision, "route": self.route,
                   "model": "sentence-transformers/all-MiniLM-L6-v2", "max_seq_length": str(self.max_seq_length)}
+        inputs = [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}]
+        outputs = [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [self.dim]}]
+        if not self.legacy:
+            params.update(normalized=str(self.normalized).lower(), prompts=json.dumps(self.prompts))
+            params.update({k: str(v) for k, v in (("default_prompt_name", self.default_prompt_name),
+                                                  ("truncate_dim", self.truncate_dim)) if v is not None})
+            inputs += [{"name": n, "data_type": "TYPE_STRING", "dims": [1], "optional": True}
+                       for n in ("PROMPT_NAME", "PROMPT")]
+            outputs.append({"name": "TOKEN_COUNT", "data_type": "TYPE_INT64", "dims": [1]})
         return {"name": self.name, "platform": "ensemble", "max_batch_size": self.max_batch_size,
-                "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}],
-                "output": [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [self.dim]}],
+                "input": inputs, "output": outputs,
                 "parameters": {k: {"string_value": v} for k, v in params.items()}}
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,9 +98,22 @@ class EmbeddingModel:
                              f"{list(text.shape)}")
         if text.shape[0] > self.max_batch_size:
             raise InferError(f"inference request batch-size must be <= {self.max_batch_size} for '{self.name}'")
-        texts = [bytes(t) for t in text[:, 0]]
+        texts = [self._prompt(inputs, i) + bytes(t) for i, t in enumerate(text[:, 0])]
         vectors = self.embed(texts) if self.embed else np.stack([hash_vector(t, self.dim) for t in texts])
-        return {"EMBEDDING": np.asarray(vectors, dtype=np.float32)}
+        outputs = {"EMBEDDING": np.asarray(vectors, dtype=np.float32)}
+        if not self.legacy:
+            outputs["TOKEN_COUNT"] = np.array([[len(t.split()) + 2] for t in texts], dtype=np.int64)
+        return outputs
+
+    def _prompt(self, inputs: dict[str, np.ndarray], row: int) -> bytes:
+        if self.legacy and {"PROMPT_NAME", "PROMPT"} & set(inputs):
+            raise InferError(f"unexpected inference input for model '{self.name}'")
+        if "PROMPT" in inputs:
+            return bytes(inputs["PROMPT"][row, 0])
+        name = bytes(inputs["PROMPT_NAME"][row, 0]).decode() if "PROMPT_NAME" in inputs else self.default_prompt_name
+        if name is not None and name not in self.prompts:
+            raise InferError(f"PROMPT_NAME[{row}]={name!r} is not a prompt of this model")
+        return self.prompts.get(name, "").encode() if name else b""
 
 
 @dataclass
