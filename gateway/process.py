@@ -40,7 +40,7 @@ class GatewayProcess:
         self.port = port or free_port("127.0.0.1" if host == "0.0.0.0" else host)
         self.args, self.env, self.ready_timeout = tuple(args), dict(env or {}), ready_timeout
         self.process: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="emb-provider-gateway-", suffix=".log", delete=False)
+        self.log_path: Path | None = None
 
     @property
     def url(self) -> str:
@@ -61,8 +61,12 @@ class GatewayProcess:
         # is not the installed one (a worktree, a script run from elsewhere) would otherwise start another copy.
         source = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(command, env={**os.environ, **self.env, "PYTHONPATH": path}, stdout=self._log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        handle, name = tempfile.mkstemp(prefix="emb-provider-gateway-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(handle, "wb") as log_file:
+            self.process = subprocess.Popen(command, env={**os.environ, **self.env, "PYTHONPATH": path},
+                                            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
         deadline = time.monotonic() + self.ready_timeout
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -78,7 +82,7 @@ class GatewayProcess:
         """SIGTERM the process group, SIGKILL after 10 s; remove the log. Idempotent."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
-            Path(self._log.name).unlink(missing_ok=True)
+            self._remove_log()
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -88,11 +92,19 @@ class GatewayProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        Path(self._log.name).unlink(missing_ok=True)
+        self._remove_log()
 
     def log_tail(self, lines: int = 30) -> str:
-        path = Path(self._log.name)
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        """The last lines the gateway printed (empty once stopped: the log is removed then)."""
+        path = self.log_path
+        if path is None or not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _remove_log(self) -> None:
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path = None
 
     def _answers(self) -> bool:
         try:
