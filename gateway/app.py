@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 from starlette.applications import Starlette
@@ -38,6 +39,14 @@ log = logging.getLogger("gateway")
 
 T = TypeVar("T")
 JSON = "application/json"
+
+
+@dataclass
+class Outcome:
+    """What a ``/v1`` request's metrics record: its status, and the served model it reached (else ``-``)."""
+
+    status: int = 200
+    model: str = NO_MODEL
 
 
 class Gateway:
@@ -72,46 +81,47 @@ class Gateway:
 
     # -- routes -------------------------------------------------------------------------------------------------
 
-    async def embeddings(self, request: Request) -> Response:
-        started, model, status = time.perf_counter(), NO_MODEL, 200
-        try:
-            check_key(request.headers.get("authorization"), self.settings.api_keys)
-            with self.in_flight:
-                body = await read_body(request.headers.get("content-length"), request.stream(),
-                                       self.settings.max_body_bytes)
-                req = parse_request(body)
-                texts = req.texts
-                check_texts(len(texts), self.settings.max_texts)
-                if req.model in self.served:
-                    model = req.model
-                result = await self._call(self.client.embed_with_usage(
-                    texts, model=req.model, prompt_name=req.prompt_name, dimensions=req.dimensions))
-                model = req.model
-                self.served.add(model)
-                payload = embedding_response(result.vectors, req.model, result.total_tokens, req.encoding_format)
-            if self.metrics is not None:
-                self.metrics.embedded(model, len(texts), result.total_tokens)
-            return Response(payload, media_type=JSON)
-        except GatewayError as exc:
-            status = exc.status
-            return self._failed(exc, request)
-        finally:
-            if self.metrics is not None:
-                self.metrics.observe("/v1/embeddings", model, status, time.perf_counter() - started)
+    def api_route(self, route: str, handler: Callable[[Request, Outcome], Awaitable[Response]]
+                  ) -> Callable[[Request], Awaitable[Response]]:
+        """A ``/v1`` endpoint: the API key is checked first, a :class:`GatewayError` becomes its OpenAI-shaped
+        response, and every request is counted (route, model, status) and timed."""
 
-    async def models(self, request: Request) -> Response:
-        started, status = time.perf_counter(), 200
-        try:
-            check_key(request.headers.get("authorization"), self.settings.api_keys)
-            infos = await self._call(self.client.models())
-            self.served.update(info.name for info in infos)
-            return JSONResponse({"object": "list", "data": [model_entry(info) for info in infos]})
-        except GatewayError as exc:
-            status = exc.status
-            return self._failed(exc, request)
-        finally:
-            if self.metrics is not None:
-                self.metrics.observe("/v1/models", NO_MODEL, status, time.perf_counter() - started)
+        async def endpoint(request: Request) -> Response:
+            started, outcome = time.perf_counter(), Outcome()
+            try:
+                check_key(request.headers.get("authorization"), self.settings.api_keys)
+                return await handler(request, outcome)
+            except GatewayError as exc:
+                outcome.status = exc.status
+                return self._failed(exc, request)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.observe(route, outcome.model, outcome.status, time.perf_counter() - started)
+
+        return endpoint
+
+    async def embeddings(self, request: Request, outcome: Outcome) -> Response:
+        with self.in_flight:
+            body = await read_body(request.headers.get("content-length"), request.stream(),
+                                   self.settings.max_body_bytes)
+            req = parse_request(body)
+            texts = req.texts
+            check_texts(len(texts), self.settings.max_texts)
+            if req.model in self.served:
+                outcome.model = req.model
+            result = await self._call(self.client.embed_with_usage(
+                texts, model=req.model, prompt_name=req.prompt_name, dimensions=req.dimensions))
+            outcome.model = req.model
+            self.served.add(req.model)
+            payload = embedding_response(result.vectors, req.model, result.total_tokens, req.encoding_format)
+        if self.metrics is not None:
+            self.metrics.embedded(req.model, len(texts), result.total_tokens)
+        return Response(payload, media_type=JSON)
+
+    async def models(self, _request: Request, _outcome: Outcome) -> Response:
+        infos = await self._call(self.client.models())
+        self.served.update(info.name for info in infos)
+        return JSONResponse({"object": "list", "data": [model_entry(info) for info in infos]})
 
     async def health(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -167,8 +177,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def create_app(settings: GatewaySettings) -> Starlette:
     """The gateway as an ASGI app (uvicorn runs it; ``python -m gateway`` does that)."""
     gateway = Gateway(settings)
-    routes = [Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
-              Route("/v1/models", gateway.models, methods=["GET"]),
+    routes = [Route("/v1/embeddings", gateway.api_route("/v1/embeddings", gateway.embeddings), methods=["POST"]),
+              Route("/v1/models", gateway.api_route("/v1/models", gateway.models), methods=["GET"]),
               Route("/health", gateway.health, methods=["GET"]),
               Route("/ready", gateway.ready, methods=["GET"])]
     if settings.metrics:
