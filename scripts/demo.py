@@ -2,7 +2,8 @@
 
 plan -> build ./model_repository (export + quality gate + Triton configs) -> a real local Triton on free ports ->
 embed a few sentences with the project's client (client.EmbeddingClient) -> print their cosine-similarity matrix ->
-stop the server (its whole process group). Exit code 0 only when every step worked.
+one call through the official openai SDK to the OpenAI-compatible gateway (python -m gateway) in front of that
+Triton -> stop both (whole process groups). Exit code 0 only when every step worked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np  # noqa: E402
 from client import EmbeddingClient  # noqa: E402
 from exporter.cli import main as exporter_main  # noqa: E402
 from exporter.serve import ServerSettings, TritonServer  # noqa: E402
+from gateway.process import GatewayProcess  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 SENTENCES = [
@@ -45,6 +47,21 @@ def print_matrix(texts: list[str], vectors: np.ndarray) -> None:
         print(f"  {label:<4}" + "".join(f"{value:7.3f}" for value in row))
 
 
+def call_through_openai(triton_url: str, model: str, expected: np.ndarray) -> None:
+    """One ``embeddings.create`` through the gateway; its vectors must be the client's (same server, same batch)."""
+    import openai
+
+    with GatewayProcess(triton_url) as gateway, openai.OpenAI(base_url=gateway.url, api_key="unused") as sdk:
+        print(f"   gateway at {gateway.url} (no API key set: it accepts any)")
+        response = sdk.embeddings.create(model=model, input=SENTENCES)
+        got = np.asarray([d.embedding for d in response.data], dtype=np.float32)
+        print(f"   openai.OpenAI(base_url={gateway.url!r}).embeddings.create(model={model!r}, input=[...5 texts]) "
+              f"-> {len(response.data)} vectors of dim {got.shape[1]}, usage {response.usage.total_tokens} tokens, "
+              f"max |difference| to the client's vectors {np.abs(got - expected).max():.1e}")
+        if not np.allclose(got, expected, atol=1e-6):
+            raise SystemExit("error: the gateway's vectors differ from the client's")
+
+
 def main() -> int:
     started = time.perf_counter()
     step("plan: which precision for this host, and for a GPU server (cuda:8.0), and why")
@@ -66,7 +83,9 @@ def main() -> int:
             vectors = client.embed(SENTENCES)
         print(f"   {vectors.shape[0]} vectors of dim {vectors.shape[1]}; cosine similarity:")
         print_matrix(SENTENCES, vectors)
-        step("stop the server")
+        step("the OpenAI-compatible gateway (python -m gateway), called with the official openai SDK")
+        call_through_openai(server.http_url, model, vectors)
+        step("stop the gateway and the server")
     print(f"   stopped. Demo finished in {time.perf_counter() - started:.0f} s.")
     return 0
 

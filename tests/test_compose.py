@@ -82,3 +82,35 @@ def test_dockerfile_installs_every_import_of_the_generated_python_models():
     assert not unknown, f"generated models import {sorted(unknown)}: install them in docker/Dockerfile"
     missing = [PIP_NAMES[name] for name in sorted(needed) if not re.search(rf'"{PIP_NAMES[name]}[=<>"]', installs)]
     assert not missing, f"docker/Dockerfile does not pip install {missing}"
+
+
+GATEWAYS = {"gateway": "triton", "gateway-cpu": "triton-cpu"}  # gateway service -> the Triton it fronts
+
+
+def test_gateway_services_start_after_a_healthy_triton_and_publish_8080_on_loopback():
+    for name, triton in GATEWAYS.items():
+        svc = service(name)
+        assert svc["depends_on"] == {triton: {"condition": "service_healthy"}}
+        assert svc["command"][svc["command"].index("--triton-url") + 1] == f"{triton}:8000"
+        assert svc["ports"] == ["127.0.0.1:8080:8080"]
+        assert "/ready" in " ".join(svc["healthcheck"]["test"]) and "8080" in " ".join(svc["healthcheck"]["test"])
+        assert svc["healthcheck"]["test"][:2] == ["CMD", "python"]  # the slim image has no curl
+        assert svc.get("profiles") == service(triton).get("profiles")  # up with the Triton of the same variant
+        assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
+
+
+def test_gateway_image_installs_what_the_gateway_imports():
+    import tomllib
+
+    dockerfile = (ROOT / "docker" / "gateway.Dockerfile").read_text()
+    assert 'pip install --no-cache-dir ".[gateway]"' in dockerfile
+    copied = set(re.findall(r"^COPY (\w+) ", dockerfile, re.MULTILINE))
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = {re.split(r"[<>=\[ ]", dep)[0].replace("-", "_") for dep in
+                 extras["dependencies"] + extras["optional-dependencies"]["gateway"]}
+    distributions = {"aiohttp": "tritonclient"}  # the async client's transport comes with tritonclient[http]
+    needed = set().union(*(imports(path) for path in (ROOT / "gateway").glob("*.py")))
+    needed |= set().union(*(imports(path) for path in (ROOT / "client").glob("*.py")))
+    missing = {name for name in needed - copied if distributions.get(name, name) not in installed}
+    assert not missing, f"the gateway image lacks {sorted(missing)}: add them to the 'gateway' extra"
+    assert {"client", "gateway"} <= copied

@@ -86,6 +86,25 @@ def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(fp32_
     assert not port_open(endpoints["http"].removeprefix("http://"))
 
 
+def test_serve_cli_with_gateway_port_serves_the_openai_api_and_stops_it_too(fp32_repository, served_models):
+    import openai
+
+    cli = run_cli(["serve", "--repository", str(fp32_repository), "--http-port", "0", "--grpc-port", "0",
+                   "--metrics-port", "0", "--gateway-port", "0", "--json"])
+    try:
+        endpoints = json.loads(cli.stdout.readline())
+        with openai.OpenAI(base_url=endpoints["openai"], api_key="unused", max_retries=0) as sdk:
+            assert [m.id for m in sdk.models.list().data] == [served_models["fp32"]]
+            assert len(sdk.embeddings.create(model=served_models["fp32"], input="hello").data[0].embedding) == 384
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=30) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert not port_open(endpoints["openai"].removeprefix("http://").removesuffix("/v1"))
+    assert group_members(endpoints["pid"]) == []
+
+
 def test_a_model_that_fails_to_load_is_named_with_the_log_tail(fp32_repository, tmp_path, served_models):
     broken = tmp_path / "broken"
     shutil.copytree(fp32_repository, broken, copy_function=os.link)
