@@ -8,8 +8,9 @@ and their requests share the ``max_concurrency`` bound.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -32,12 +33,14 @@ class AsyncEmbeddingClient:
     Use ``async with AsyncEmbeddingClient(...) as c:`` (or ``await c.close()``) to release the connections.
     """
 
-    def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
-                 max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
-                 retry: Retry | None = None, headers: Mapping[str, str] | None = None):
+    def __init__(self, url: str | Sequence[str] | None = None, *, model: str | None = None,
+                 batch_size: int | None = None, max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY,
+                 timeouts: Timeouts | None = None, retry: Retry | None = None,
+                 headers: Mapping[str, str] | None = None):
         self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry, headers)
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
-        self._client: Transport | None = None  # made on first use, inside the loop that will run it
+        self._replicas = common.ReplicaSet(self.settings.replicas)
+        self._clients: dict[common.Replica, Transport] = {}  # made on first use, inside the loop that runs them
         self._infos: dict[str | None, ModelInfo] = {}  # by the name asked for (None: the default)
         self._closed = False
 
@@ -50,8 +53,8 @@ class AsyncEmbeddingClient:
     async def close(self) -> None:
         """Close the connections. Idempotent."""
         self._closed = True
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
             await client.close()
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -82,13 +85,15 @@ class AsyncEmbeddingClient:
 
     async def is_ready(self) -> bool:
         """See :meth:`client.EmbeddingClient.is_ready`."""
-        client, model = self._transport(), self.settings.model
-        try:
-            if model is None:
-                return await client.is_server_ready()
-            return await client.is_server_live() and await client.is_model_ready(model)
-        except TRANSPORT_ERRORS:
-            return False
+        for replica in self.settings.replicas:
+            client, model = self._transport(replica), self.settings.model
+            try:
+                if await client.is_server_ready() if model is None else (
+                        await client.is_server_live() and await client.is_model_ready(model)):
+                    return True
+            except TRANSPORT_ERRORS:
+                continue
+        return False
 
     async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
         """See :meth:`client.EmbeddingClient.wait_until_ready`."""
@@ -102,23 +107,25 @@ class AsyncEmbeddingClient:
 
     # -- internals ----------------------------------------------------------------------------------------------
 
-    def _transport(self) -> Transport:
+    def _transport(self, replica: common.Replica) -> Transport:
         if self._closed:
             raise RuntimeError("AsyncEmbeddingClient is closed")
-        if self._client is None:
+        if replica not in self._clients:
             s = self.settings
             # aiohttp's total timeout bounds connect + request; tritonclient.aio exposes no separate connect limit.
-            self._client = s.attach_headers(Transport(s.url, ssl=s.ssl, conn_limit=s.max_concurrency,
-                                                      conn_timeout=s.timeouts.request))
-        return self._client
+            self._clients[replica] = s.attach_headers(Transport(replica.url, ssl=replica.ssl,
+                                                                conn_limit=s.max_concurrency,
+                                                                conn_timeout=s.timeouts.request))
+        return self._clients[replica]
 
     async def _call(self, what: str, request: Callable[[Transport], Awaitable[T]], *, model: str | None = None,
                     offset: int = 0) -> T:
-        translate = common.make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
-        for attempt in self.settings.retry.attempts_for(what, translate):
+        translate = functools.partial(common.make_translator, transport_errors=TRANSPORT_ERRORS, model=model,
+                                      offset=offset)
+        for attempt in self.settings.retry.attempts_for(what, translate, self._replicas):
             with attempt:
                 async with self._limit:
-                    return await request(self._transport())
+                    return await request(self._transport(attempt.replica))
             await asyncio.sleep(attempt.delay)
         raise AssertionError("Retry.attempts_for raises on its last attempt")
 

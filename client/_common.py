@@ -10,6 +10,8 @@ import logging
 import os
 import random
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -79,65 +81,162 @@ class Retry:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"Retry.{name}={value!r}: expected a number >= 0")
 
-    def next_delay(self, error: EmbeddingError, attempt: int) -> float | None:
-        """Seconds to sleep before retrying after ``error`` on 0-based ``attempt``; None means give up."""
-        if not isinstance(error, ServerUnavailable) or attempt + 1 >= self.attempts:
+    def next_delay(self, error: EmbeddingError, attempt: int, limit: int | None = None) -> float | None:
+        """Seconds to sleep before retrying after ``error`` on 0-based ``attempt`` of ``limit`` tries (default
+        :attr:`attempts`); None means give up."""
+        if not isinstance(error, ServerUnavailable) or attempt + 1 >= (limit or self.attempts):
             return None
         base = min(self.max_backoff, self.backoff * 2 ** attempt)
         return base * (1.0 + random.uniform(0.0, self.jitter))
 
-    def attempts_for(self, what: str, translate: Callable[[Exception], EmbeddingError | None]) -> Iterator[Attempt]:
-        """Yield one :class:`Attempt` per try. Use as::
+    def attempts_for(self, what: str, translate: Callable[[Replica], Callable[[Exception], EmbeddingError | None]],
+                     replicas: ReplicaSet) -> Iterator[Attempt]:
+        """Yield one :class:`Attempt` per try, each on the replica :meth:`ReplicaSet.pick` chose. Use as::
 
-            for attempt in retry.attempts_for("infer", translate):
+            for attempt in retry.attempts_for("infer", translate, replicas):
                 with attempt:
-                    return do_request()
+                    return do_request(attempt.replica)
                 time.sleep(attempt.delay)   # or: await asyncio.sleep(attempt.delay)
 
-        The last attempt (or any non-retryable failure) raises the translated error from the context manager.
+        With several replicas a failed try moves to another one at once (no sleep while an untried replica is in),
+        on top of :attr:`attempts`; the backoff applies once every replica has failed. The last attempt (or any
+        non-retryable failure) raises the translated error from the context manager.
         """
-        for number in range(self.attempts):
-            yield Attempt(self, number, what, translate)
+        tried: set[int] = set()
+        limit = self.attempts + len(replicas) - 1
+        for number in range(limit):
+            if len(tried) >= len(replicas):
+                tried.clear()  # every replica failed once: a new round, after a backoff
+            index = replicas.pick(tried)
+            yield Attempt(self, number, what, translate(replicas.replicas[index]), replicas, index, tried, limit)
 
 
 @dataclass
 class Attempt:
-    """One try of a request: a context manager that turns transport/server exceptions into the client's errors and
-    swallows them only when the policy says to retry (then ``delay`` holds the backoff)."""
+    """One try of a request on one replica: a context manager that turns transport/server exceptions into the
+    client's errors, tells the :class:`ReplicaSet` how the replica did, and swallows the error only when the policy
+    says to retry (then ``delay`` holds the backoff, 0 when another replica can take the request now)."""
 
     retry: Retry
     number: int
     what: str
     translate: Callable[[Exception], EmbeddingError | None]
+    replicas: ReplicaSet
+    index: int
+    tried: set[int]
+    limit: int
     delay: float = field(default=0.0, init=False)
+
+    @property
+    def replica(self) -> Replica:
+        return self.replicas.replicas[self.index]
 
     def __enter__(self) -> Attempt:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
+        if exc is None:
+            self.replicas.succeeded(self.index)
+            return False
         if not isinstance(exc, Exception):
-            return False  # success, or KeyboardInterrupt/CancelledError: never swallowed
+            return False  # KeyboardInterrupt/CancelledError: never swallowed
         error = self.translate(exc)
         if error is None:
             return False  # not a server/transport problem: a bug to surface as is
-        delay = self.retry.next_delay(error, self.number)
+        if isinstance(error, ServerUnavailable):
+            self.replicas.failed(self.index, error)
+        delay = self.retry.next_delay(error, self.number, self.limit)
         if delay is None:
             if error is exc:
                 return False
             raise error from exc
-        log.warning("%s failed (attempt %d of %d): %s; retrying in %.2fs",
-                    self.what, self.number + 1, self.retry.attempts, error, delay)
+        self.tried.add(self.index)
+        if self.replicas.available(self.tried):
+            log.info("%s failed on %s: %s; trying another replica", self.what, self.replica.url, error)
+            delay = 0.0
+        else:
+            log.warning("%s failed (attempt %d of %d): %s; retrying in %.2fs",
+                        self.what, self.number + 1, self.limit, error, delay)
         self.delay = delay
         return True
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One Triton server of the deployment: ``host:port[/base]`` as tritonclient takes it, and whether to use TLS."""
+
+    url: str
+    ssl: bool = False
+
+
+class ReplicaSet:
+    """Where each request goes: round robin over the replicas that are in; a replica that failed with a retryable
+    error (connection refused/reset, timeout, 503) is out for ``cooldown`` seconds, doubling with each consecutive
+    failure up to ``max_cooldown``. When its time is up it gets the next request as a probe: a success brings it
+    back in, a failure sends it out for longer (and the request moves to another replica at once). I/O-free and
+    thread-safe, shared by the sync twin's worker threads and the async twin's tasks.
+    """
+
+    def __init__(self, replicas: Sequence[Replica], *, cooldown: float = 1.0, max_cooldown: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.replicas = tuple(replicas)
+        self.cooldown, self.max_cooldown, self._clock = cooldown, max_cooldown, clock
+        self._failures = [0] * len(self.replicas)
+        self._out_until = [0.0] * len(self.replicas)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.replicas)
+
+    def pick(self, avoid: Set[int] = frozenset()) -> int:
+        """The next replica that is in (or due for a probe) and not in ``avoid``; when none is, the one that comes
+        back soonest: trying a replica beats failing without trying."""
+        with self._lock:
+            now = self._clock()
+            count = len(self.replicas)
+            for step in range(count):
+                index = (self._next + step) % count
+                if index not in avoid and self._out_until[index] <= now:
+                    self._next = index + 1
+                    return index
+            others = [i for i in range(count) if i not in avoid] or list(range(count))
+            return min(others, key=lambda i: self._out_until[i])
+
+    def available(self, avoid: Set[int]) -> bool:
+        """Whether a replica outside ``avoid`` is in (or due for a probe) now."""
+        with self._lock:
+            now = self._clock()
+            return any(i not in avoid and self._out_until[i] <= now for i in range(len(self.replicas)))
+
+    def failed(self, index: int, error: Exception) -> None:
+        with self._lock:
+            self._failures[index] += 1
+            wait = min(self.max_cooldown, self.cooldown * 2 ** (self._failures[index] - 1))
+            self._out_until[index] = self._clock() + wait
+        if len(self.replicas) > 1:
+            log.warning("replica %s is out for %.1fs: %s", self.replicas[index].url, wait, error)
+
+    def succeeded(self, index: int) -> None:
+        with self._lock:
+            back = self._failures[index] > 0
+            self._failures[index], self._out_until[index] = 0, 0.0
+        if back and len(self.replicas) > 1:
+            log.info("replica %s is back in", self.replicas[index].url)
+
+    def states(self) -> dict[str, bool]:
+        """Replica URL -> whether it is in now (for logs, health endpoints and tests)."""
+        with self._lock:
+            now = self._clock()
+            return {r.url: self._out_until[i] <= now for i, r in enumerate(self.replicas)}
 
 
 @dataclass(frozen=True)
 class Settings:
     """Resolved client configuration (arguments, then environment, then defaults)."""
 
-    url: str  # host:port[/base], no scheme, as tritonclient wants it
-    ssl: bool
+    replicas: tuple[Replica, ...]  # one per Triton server; requests are spread over them
     model: str | None
     batch_size: int | None
     max_concurrency: int
@@ -145,12 +244,16 @@ class Settings:
     retry: Retry
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. Authorization for a proxy)
 
+    @property
+    def url(self) -> str:
+        """The replicas' addresses, for messages: ``host:port`` or ``host1:port, host2:port``."""
+        return ", ".join(r.url for r in self.replicas)
+
     @classmethod
-    def create(cls, url: str | None, model: str | None, batch_size: int | None, max_concurrency: int,
-               timeouts: Timeouts | None, retry: Retry | None,
+    def create(cls, url: str | Sequence[str] | None, model: str | None, batch_size: int | None,
+               max_concurrency: int, timeouts: Timeouts | None, retry: Retry | None,
                headers: Mapping[str, str] | None = None) -> Settings:
-        raw_url = url or os.environ.get(ENV_URL) or DEFAULT_URL
-        address, ssl = split_url(raw_url)
+        replicas = split_urls(url or os.environ.get(ENV_URL) or DEFAULT_URL)
         for name, value in (("batch_size", batch_size), ("max_concurrency", max_concurrency)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name}={value!r}: expected an int >= 1")
@@ -159,7 +262,7 @@ class Settings:
             if not isinstance(key, str) or not isinstance(value, str) or not key or "\n" in key + value:
                 raise ValueError(f"header {key!r}: {value!r}: expected non-empty str names and str values "
                                  "without line breaks")
-        return cls(address, ssl, model or os.environ.get(ENV_MODEL) or None, batch_size, max_concurrency,
+        return cls(replicas, model or os.environ.get(ENV_MODEL) or None, batch_size, max_concurrency,
                    timeouts or Timeouts(), retry or Retry(), pairs)
 
     def attach_headers(self, transport: Any) -> Any:
@@ -179,10 +282,25 @@ class _HeaderPlugin(InferenceServerClientPlugin):
         request.headers.update(self._headers)
 
 
+def split_urls(urls: str | Sequence[str]) -> tuple[Replica, ...]:
+    """One or several Triton URLs (a list, or one string with commas, as ``EMB_PROVIDER_TRITON_URL`` takes them)
+    -> the replicas, each checked by :func:`split_url`; empty entries and duplicates are errors."""
+    parts = urls.split(",") if isinstance(urls, str) else list(urls)
+    if not parts or any(not isinstance(p, str) or not p.strip() for p in parts):
+        raise ValueError(f"Triton URLs {urls!r}: expected host:port entries separated by commas, none empty "
+                         f"(argument or {ENV_URL})")
+    replicas = tuple(Replica(*split_url(part)) for part in parts)
+    seen = [r.url for r in replicas]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"Triton URLs {urls!r}: {sorted({u for u in seen if seen.count(u) > 1})} listed twice")
+    return replicas
+
+
 def split_url(url: str) -> tuple[str, bool]:
     """``http(s)://host:port[/base]`` or ``host:port`` -> (``host:port[/base]``, use TLS)."""
+    url = url.strip()
     ssl = url.startswith("https://")
-    address = re.sub(r"^https?://", "", url.strip()).rstrip("/")
+    address = re.sub(r"^https?://", "", url).rstrip("/")
     if not address or "://" in address or " " in address:
         raise ValueError(f"Triton URL {url!r}: expected host:port (e.g. {DEFAULT_URL}) or http(s)://host:port "
                          f"(argument or {ENV_URL})")
@@ -462,14 +580,14 @@ def truncate(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarra
     return head
 
 
-def make_translator(settings: Settings, transport_errors: tuple[type[BaseException], ...], *,
+def make_translator(replica: Replica, transport_errors: tuple[type[BaseException], ...], *,
                     model: str | None = None, offset: int = 0) -> Callable[[Exception], EmbeddingError | None]:
     """A function mapping one request's exception to the client's error (None: not ours, re-raise as is).
 
     ``offset`` is the position of the request's first text in the caller's input, so a server-side 400 that names
     ``TEXT[i]`` becomes ``InvalidInput(index=offset + i)``.
     """
-    where = f"Triton at {settings.url}"
+    where = f"Triton at {replica.url}"
 
     def translate(exc: Exception) -> EmbeddingError | None:
         if isinstance(exc, EmbeddingError):

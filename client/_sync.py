@@ -8,11 +8,12 @@ gevent-based and must stay on the thread that made them, so every request runs o
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -35,16 +36,21 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPEx
 class EmbeddingClient:
     """Texts in, L2-normalized float32 vectors out, from an emb-provider model served by Triton.
 
-    ``url`` defaults to ``$EMB_PROVIDER_TRITON_URL`` or ``localhost:8000``; ``model`` to ``$EMB_PROVIDER_MODEL``,
-    or the only embedding model served. ``batch_size`` defaults to the model's ``max_batch_size``. Use as a context
+    ``url`` defaults to ``$EMB_PROVIDER_TRITON_URL`` or ``localhost:8000``; several replicas of one deployment are
+    given as a list (or a comma-separated string): requests are spread over the ones that are in, a request that
+    fails on one (connection error, timeout, 503) moves to another at once, and a failing replica is taken out and
+    probed back in (:class:`client._common.ReplicaSet`). ``model`` defaults to ``$EMB_PROVIDER_MODEL``, or the only
+    embedding model served. ``batch_size`` defaults to the model's ``max_batch_size``. Use as a context
     manager (or call ``close()``) to release the worker threads and connections.
     """
 
-    def __init__(self, url: str | None = None, *, model: str | None = None, batch_size: int | None = None,
-                 max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY, timeouts: Timeouts | None = None,
-                 retry: Retry | None = None, headers: Mapping[str, str] | None = None):
+    def __init__(self, url: str | Sequence[str] | None = None, *, model: str | None = None,
+                 batch_size: int | None = None, max_concurrency: int = common.DEFAULT_MAX_CONCURRENCY,
+                 timeouts: Timeouts | None = None, retry: Retry | None = None,
+                 headers: Mapping[str, str] | None = None):
         self.settings = common.Settings.create(url, model, batch_size, max_concurrency, timeouts, retry, headers)
         self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="emb-client")
+        self._replicas = common.ReplicaSet(self.settings.replicas)
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
@@ -107,8 +113,9 @@ class EmbeddingClient:
         return info
 
     def is_ready(self) -> bool:
-        """One try, False if unreachable. With a model named: the server is live and that model is ready (Triton's
-        server readiness is false while any other model failed to load). Without: the whole server is ready."""
+        """One try per replica, True when one is ready. With a model named: the server is live and that model is ready
+        (Triton's server readiness is false while any other model failed to load). Without: the whole server is
+        ready."""
         return self._submit(self._ready_once).result()
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
@@ -127,23 +134,26 @@ class EmbeddingClient:
             raise RuntimeError("EmbeddingClient is closed")
         return self._pool.submit(fn, *args)
 
-    def _transport(self) -> Transport:
-        transport = getattr(self._local, "transport", None)
+    def _transport(self, replica: common.Replica) -> Transport:
+        """This worker thread's connection to ``replica`` (made on first use)."""
+        transports = self._local.__dict__.setdefault("transports", {})
+        transport = transports.get(replica)
         if transport is None:
             s = self.settings
-            transport = s.attach_headers(Transport(s.url, ssl=s.ssl, connection_timeout=s.timeouts.connect,
+            transport = s.attach_headers(Transport(replica.url, ssl=replica.ssl, connection_timeout=s.timeouts.connect,
                                                    network_timeout=s.timeouts.request))
-            self._local.transport = transport
+            transports[replica] = transport
             with self._lock:
                 self._transports.append(transport)
         return transport
 
     def _call(self, what: str, request: Callable[[Transport], T], *, model: str | None = None,
               offset: int = 0) -> T:
-        translate = common.make_translator(self.settings, TRANSPORT_ERRORS, model=model, offset=offset)
-        for attempt in self.settings.retry.attempts_for(what, translate):
+        translate = functools.partial(common.make_translator, transport_errors=TRANSPORT_ERRORS, model=model,
+                                      offset=offset)
+        for attempt in self.settings.retry.attempts_for(what, translate, self._replicas):
             with attempt:
-                return request(self._transport())
+                return request(self._transport(attempt.replica))
             time.sleep(attempt.delay)
         raise AssertionError("Retry.attempts_for raises on its last attempt")
 
@@ -199,13 +209,17 @@ class EmbeddingClient:
         return info
 
     def _ready_once(self) -> bool:
-        transport, model = self._transport(), self.settings.model
-        try:
-            if model is None:
-                return transport.is_server_ready()
-            return transport.is_server_live() and transport.is_model_ready(model)
-        except TRANSPORT_ERRORS:
-            return False
+        """True when one replica is ready (so a request can be served)."""
+        model = self.settings.model
+        for replica in self.settings.replicas:
+            transport = self._transport(replica)
+            try:
+                if transport.is_server_ready() if model is None else (
+                        transport.is_server_live() and transport.is_model_ready(model)):
+                    return True
+            except TRANSPORT_ERRORS:
+                continue
+        return False
 
     def _forget(self, model: str | None, info: ModelInfo) -> None:
         with self._lock:

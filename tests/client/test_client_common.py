@@ -19,6 +19,8 @@ from client import (
     Timeouts,
 )
 from client._common import (
+    Replica,
+    ReplicaSet,
     Settings,
     assemble,
     batch_size_for,
@@ -29,6 +31,7 @@ from client._common import (
     ready_names,
     spans,
     split_url,
+    split_urls,
 )
 
 ENSEMBLE = {
@@ -206,7 +209,7 @@ def test_bad_settings_name_the_value(make, words):
 # -- error mapping --------------------------------------------------------------------------------------------------
 
 def translate(exc, offset=0):
-    return make_translator(settings(), TRANSPORT, model="m", offset=offset)(exc)
+    return make_translator(Replica("localhost:8000"), TRANSPORT, model="m", offset=offset)(exc)
 
 
 def test_server_400_naming_a_text_becomes_invalid_input_at_the_callers_index():
@@ -236,13 +239,21 @@ def test_programming_errors_are_not_translated():
 
 # -- retry policy ---------------------------------------------------------------------------------------------------
 
-def run_with_retries(retry: Retry, failures: list[Exception]) -> tuple[str, int]:
-    """Drive Retry.attempts_for the way both clients do; the request raises ``failures`` in turn, then succeeds."""
+def translator_for(replica: Replica):
+    return make_translator(replica, TRANSPORT, model="m")
+
+
+def run_with_retries(retry: Retry, failures: list[Exception], replicas: ReplicaSet | None = None,
+                     used: list[str] | None = None) -> tuple[str, int]:
+    """Drive Retry.attempts_for the way both clients do; the request raises ``failures`` in turn, then succeeds.
+    ``used`` collects the replica each try went to."""
     calls = 0
-    translator = make_translator(settings(), TRANSPORT, model="m")
-    for attempt in retry.attempts_for("test", translator):
+    replicas = replicas or ReplicaSet(settings().replicas)
+    for attempt in retry.attempts_for("test", translator_for, replicas):
         with attempt:
             calls += 1
+            if used is not None:
+                used.append(attempt.replica.url)
             if failures:
                 raise failures.pop(0)
             return "ok", calls
@@ -265,6 +276,81 @@ def test_client_and_server_errors_are_never_retried(status):
     with pytest.raises((InvalidInput, ModelNotFound, ServerError)):
         run_with_retries(Retry(attempts=5, backoff=0), failures)
     assert len(failures) == 1  # exactly one request was made
+
+
+# -- replicas -------------------------------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_split_urls_takes_lists_and_commas_and_rejects_empty_or_repeated_entries(monkeypatch):
+    assert split_urls("a:1, https://b:2") == (Replica("a:1"), Replica("b:2", True))
+    assert split_urls(["a:1", "b:2"]) == (Replica("a:1"), Replica("b:2"))
+    monkeypatch.setenv(ENV_URL, "t1:8000,t2:8000")
+    assert settings(url=None).replicas == (Replica("t1:8000"), Replica("t2:8000"))
+    assert settings(url=None).url == "t1:8000, t2:8000"
+    for bad, words in (("a:1,,b:2", "none empty"), ([], "none empty"), ("a:1,a:1", r"\['a:1'\] listed twice")):
+        with pytest.raises(ValueError, match=words):
+            split_urls(bad)
+
+
+def test_replica_set_spreads_requests_takes_failed_replicas_out_and_probes_them_back():
+    clock = Clock()
+    replicas = ReplicaSet([Replica("a:1"), Replica("b:1"), Replica("c:1")], cooldown=1.0, max_cooldown=4.0,
+                          clock=clock)
+    assert [replicas.pick() for _ in range(6)] == [0, 1, 2, 0, 1, 2]
+    replicas.failed(1, ConnectionRefusedError())
+    assert [replicas.pick() for _ in range(4)] == [0, 2, 0, 2]
+    assert replicas.states() == {"a:1": True, "b:1": False, "c:1": True}
+    clock.now = 1.0  # the cooldown is over: b gets the next request as a probe
+    assert [replicas.pick() for _ in range(3)] == [0, 1, 2]
+    replicas.failed(1, ConnectionRefusedError())  # the probe failed: out twice as long
+    clock.now = 2.9
+    assert 1 not in {replicas.pick() for _ in range(6)}
+    clock.now = 3.0
+    assert 1 in {replicas.pick() for _ in range(3)}
+    replicas.succeeded(1)
+    assert replicas.states()["b:1"] is True
+    for _ in range(10):  # the cooldown doubles up to max_cooldown
+        replicas.failed(2, TimeoutError())
+    clock.now += 4.0
+    assert replicas.states()["c:1"] is True
+
+
+def test_when_every_replica_is_out_the_one_back_soonest_is_tried():
+    clock = Clock()
+    replicas = ReplicaSet([Replica("a:1"), Replica("b:1")], cooldown=1.0, clock=clock)
+    replicas.failed(0, TimeoutError())
+    replicas.failed(0, TimeoutError())
+    replicas.failed(1, TimeoutError())
+    assert replicas.pick() == 1 and not replicas.available(set())
+
+
+def test_a_failed_request_moves_to_another_replica_at_once_and_counts_no_retry():
+    replicas = ReplicaSet([Replica("a:1"), Replica("b:1")])
+    used: list[str] = []
+    # one try per replica on top of Retry.attempts: attempts=1 still fails over once, without sleeping
+    assert run_with_retries(Retry(attempts=1, backoff=10), [ConnectionRefusedError()], replicas, used) == ("ok", 2)
+    assert used == ["a:1", "b:1"]
+    assert replicas.states() == {"a:1": False, "b:1": True}
+    # the next requests avoid the replica that is out
+    used.clear()
+    for _ in range(3):
+        run_with_retries(Retry(attempts=1), [], replicas, used)
+    assert used == ["b:1"] * 3
+
+
+def test_client_errors_are_not_failed_over():
+    replicas = ReplicaSet([Replica("a:1"), Replica("b:1")])
+    failures = [InferenceServerException("bad text", status="400")]
+    with pytest.raises(InvalidInput):
+        run_with_retries(Retry(attempts=3, backoff=0), failures, replicas)
+    assert replicas.states() == {"a:1": True, "b:1": True}, "a bad request says nothing about the replica"
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter():
