@@ -20,8 +20,10 @@ def parser() -> argparse.ArgumentParser:
     d = GatewaySettings()
     p = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.split("\n\n")[0].strip("`"),
                                 epilog=f"Each flag falls back to {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}PORT).")
-    p.add_argument("--triton-url", metavar="HOST:PORT",
-                   help=f"Triton's HTTP endpoint (env EMB_PROVIDER_TRITON_URL; default {d.triton_url})")
+    p.add_argument("--triton-url", metavar="HOST:PORT", action="append",
+                   help=f"Triton's HTTP endpoint; repeat it (or separate with commas) for several replicas, which the "
+                        f"client spreads requests over with failover (env EMB_PROVIDER_TRITON_URL; default "
+                        f"{d.triton_url})")
     p.add_argument("--host", help=f"address to bind (default {d.host}; anything else exposes the API: set keys)")
     p.add_argument("--port", type=int, help=f"port (default {d.port}; 0 picks a free one)")
     p.add_argument("--api-key-env", metavar="VAR",
@@ -42,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from(argv: list[str] | None = None) -> GatewaySettings:
     args = vars(parser().parse_args(argv))
+    if args["triton_url"]:
+        args["triton_url"] = ",".join(args["triton_url"])
     if args["cors_origins"] is not None:
         args["cors_origins"] = tuple(o.strip() for o in args["cors_origins"].split(",") if o.strip())
     return GatewaySettings.resolve(args)

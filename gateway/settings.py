@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from client import ENV_URL
+from client._common import split_urls
 
 ENV_PREFIX = "EMB_PROVIDER_GATEWAY_"
 DEFAULT_API_KEY_ENV = "EMB_PROVIDER_API_KEYS"
@@ -47,9 +48,11 @@ class GatewaySettings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        if not self.triton_url or " " in self.triton_url:
-            raise SettingsError(f"triton URL {self.triton_url!r}: expected host:port or http(s)://host:port "
-                                f"(--triton-url or {ENV_URL})")
+        try:
+            split_urls(self.triton_url)
+        except ValueError:
+            raise SettingsError(f"triton URL {self.triton_url!r}: expected host:port or http(s)://host:port, "
+                                f"several separated by commas (--triton-url or {ENV_URL})") from None
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port!r}: allowed 0-65535")
         for name in ("max_body_bytes", "max_texts", "max_in_flight", "retry_after"):

@@ -169,3 +169,34 @@ def test_a_start_that_fails_before_the_server_runs_removes_its_work_directory(ca
         server.start()
     assert list(temp.iterdir()) == [], f"{case}: the start left its work directory behind"
     assert server.process is None
+
+
+def test_serve_cli_starts_replicas_on_their_own_ports_and_stops_them_all(fp32_repository, served_models):
+    cli = run_cli(["serve", "--repository", str(fp32_repository), "--replicas", "2", "--http-port", "0",
+                   "--grpc-port", "0", "--metrics-port", "0", "--json"])
+    try:
+        endpoints = json.loads(cli.stdout.readline())
+        replicas = endpoints["replicas"]
+        assert len(replicas) == 2 and len({r["http"] for r in replicas}) == 2
+        assert endpoints["http"] == replicas[0]["http"]
+        assert endpoints["triton_url"] == ",".join(r["http"].removeprefix("http://") for r in replicas)
+        for replica in replicas:
+            assert http_status(f"{replica['http']}/v2/health/ready") == 200
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=60) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    for replica in replicas:
+        assert group_members(replica["pid"]) == []
+        assert not port_open(replica["http"].removeprefix("http://"))
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--replicas", "0"], "--replicas=0: allowed 1-16"),
+    (["--replicas", "3", "--http-port", "65530"], "--replicas=3 needs ports up to 65536"),
+])
+def test_bad_replica_counts_are_clear_errors(args, words, tmp_path):
+    cli = run_cli(["serve", "--repository", str(tmp_path), *args])
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 2 and words in err

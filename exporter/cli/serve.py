@@ -41,9 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds to wait for /v2/health/ready (default {defaults.ready_timeout:.0f})")
     parser.add_argument("--encoder-threads", type=int, default=0, metavar="N",
                         help="local view only: ONNX Runtime intra-op threads per encoder (default 0: one per core)")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="start N Triton processes over the same repository, replica i on the given ports + 3*i "
+                             "(8000-8002, 8003-8005, ...; 0 still picks free ones), for developing against several "
+                             "replicas: give the client (or the gateway) all their URLs (default 1)")
     parser.add_argument("--gateway-port", type=int, metavar="N",
                         help="also start the OpenAI-compatible gateway (python -m gateway, needs the 'gateway' "
-                             "extra) on this port, bound like --host, in front of this Triton (0 picks a free port)")
+                             "extra) on this port, bound like --host, in front of this Triton (every replica) "
+                             "(0 picks a free port)")
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="overrides EMB_PROVIDER_LOG_LEVEL")
     parser.add_argument("--json", action="store_true", help="print the endpoints as one JSON line when ready")
@@ -54,14 +59,21 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("http_port", "grpc_port", "metrics_port", "gateway_port"):
         if getattr(args, flag) is not None and not 0 <= getattr(args, flag) <= 65535:
             raise ConfigError(f"--{flag.replace('_', '-')}={getattr(args, flag)} is not a port; allowed: 0-65535")
+    if not 1 <= args.replicas <= MAX_REPLICAS:
+        raise ConfigError(f"--replicas={args.replicas}: allowed 1-{MAX_REPLICAS}")
+    top = max(args.http_port, args.grpc_port, args.metrics_port) + PORT_STEP * (args.replicas - 1)
+    if top > 65535:
+        raise ConfigError(f"--replicas={args.replicas} needs ports up to {top}; allowed: up to 65535 (lower the "
+                          "ports, or give 0 for free ones)")
     repository = args.repository
     if objectstore.is_remote(repository):
         repository = objectstore.sync(repository, args.cache_dir)
         print(f"synced {args.repository} to {repository}", file=sys.stderr)
-    server = TritonServer(ServerSettings(
-        repository=repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, tritonserver=args.tritonserver, ready_timeout=args.ready_timeout,
-        encoder_threads=args.encoder_threads))
+    servers = [TritonServer(ServerSettings(
+        repository=repository, host=args.host, http_port=_shift(args.http_port, i),
+        grpc_port=_shift(args.grpc_port, i), metrics_port=_shift(args.metrics_port, i),
+        tritonserver=args.tritonserver, ready_timeout=args.ready_timeout, encoder_threads=args.encoder_threads))
+        for i in range(args.replicas)]
     received: list[int] = []
     stop = threading.Event()
 
@@ -77,46 +89,66 @@ def run(args: argparse.Namespace) -> int:
     def teardown() -> None:
         if gateway is not None:
             gateway.stop()
-        server.stop(received[0] if received else signal.SIGTERM)
+        for server in servers:
+            server.stop(received[0] if received else signal.SIGTERM)
         print("tritonserver stopped", file=sys.stderr)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    server.start()
+    for server in servers:
+        server.start()
     if args.gateway_port is not None:
-        gateway = _start_gateway(server, args.host, args.gateway_port)
-    _print_endpoints(server, gateway, args.json)
+        gateway = _start_gateway(servers, args.host, args.gateway_port)
+    _print_endpoints(servers, gateway, args.json)
     while not stop.wait(0.5):
-        if server.process is None or server.process.poll() is not None:
-            raise ServeError(f"tritonserver exited unexpectedly\n{server.log_tail()}")
+        for server in servers:
+            if server.process is None or server.process.poll() is not None:
+                raise ServeError(f"tritonserver ({server.http_url}) exited unexpectedly\n{server.log_tail()}")
         if gateway is not None and (gateway.process is None or gateway.process.poll() is not None):
             raise ServeError(f"the gateway exited unexpectedly\n{gateway.log_tail()}")
     return 0
 
 
-def _start_gateway(server: TritonServer, host: str, port: int) -> GatewayProcess:
-    """``python -m gateway`` in front of ``server`` (its keys, limits etc. from the EMB_PROVIDER_GATEWAY_* env)."""
+MAX_REPLICAS = 16
+PORT_STEP = 3  # each replica takes an HTTP, a gRPC and a metrics port
+
+
+def _shift(port: int, replica: int) -> int:
+    """Replica ``replica``'s port: ``port + 3 * replica``, or 0 (a free one) when ``port`` is 0."""
+    return port + PORT_STEP * replica if port else 0
+
+
+def _start_gateway(servers: list[TritonServer], host: str, port: int) -> GatewayProcess:
+    """``python -m gateway`` in front of every replica (keys, limits etc. from the EMB_PROVIDER_GATEWAY_* env)."""
     from gateway.process import GatewayProcess
 
     try:
-        return GatewayProcess(server.http_url, host=host, port=port).start()
+        return GatewayProcess(",".join(s.http_url for s in servers), host=host, port=port).start()
     except RuntimeError as exc:
         raise ServeError(f"{exc}\n(the gateway needs the 'gateway' extra: pip install 'emb-provider[gateway]')") \
             from None
 
 
-def _print_endpoints(server: TritonServer, gateway: GatewayProcess | None, as_json: bool) -> None:
-    endpoints = {"http": f"http://{server.http_url}", "grpc": server.grpc_url, "metrics": server.metrics_url,
-                 "models": server.models, "pid": server.process.pid}
+def _print_endpoints(servers: list[TritonServer], gateway: GatewayProcess | None, as_json: bool) -> None:
+    """The first replica's endpoints at the top level (as with one replica), every replica under ``replicas``."""
+    replicas = [{"http": f"http://{s.http_url}", "grpc": s.grpc_url, "metrics": s.metrics_url, "pid": s.process.pid}
+                for s in servers]
+    server = servers[0]
+    endpoints = {**replicas[0], "models": server.models, "replicas": replicas,
+                 "triton_url": ",".join(s.http_url for s in servers)}
     if gateway is not None:
         endpoints["openai"] = gateway.url
     if as_json:
         print(json.dumps(endpoints), flush=True)
         return
-    print(f"Triton ready (pid {endpoints['pid']}); Ctrl-C stops it", flush=True)
-    print(f"  HTTP     {endpoints['http']}   (health: {endpoints['http']}/v2/health/ready)")
-    print(f"  gRPC     {endpoints['grpc']}")
-    print(f"  metrics  {endpoints['metrics']}")
+    for replica in replicas:
+        print(f"Triton ready (pid {replica['pid']}); Ctrl-C stops {'them' if len(replicas) > 1 else 'it'}",
+              flush=True)
+        print(f"  HTTP     {replica['http']}   (health: {replica['http']}/v2/health/ready)")
+        print(f"  gRPC     {replica['grpc']}")
+        print(f"  metrics  {replica['metrics']}")
+    if len(replicas) > 1:
+        print(f"  clients  EMB_PROVIDER_TRITON_URL={endpoints['triton_url']}")
     if gateway is not None:
         print(f"  OpenAI   {endpoints['openai']}   (gateway: POST /v1/embeddings, GET /v1/models)")
     for model in server.manifest["models"]:

@@ -58,3 +58,10 @@ def test_bad_values_are_refused_naming_the_value_and_what_is_allowed(env, named)
                                                 ("0.0.0.0", True), ("10.1.2.3", True), ("gateway.lan", True)])
 def test_exposed_means_reachable_from_other_hosts(host, exposed):
     assert GatewaySettings(host=host).exposed is exposed
+
+
+def test_several_triton_replicas_by_repeated_flag_or_commas():
+    assert settings_from(["--triton-url", "a:1", "--triton-url", "b:2"]).triton_url == "a:1,b:2"
+    assert GatewaySettings.resolve({}, {"EMB_PROVIDER_TRITON_URL": "a:1, b:2"}).triton_url == "a:1, b:2"
+    with pytest.raises(SettingsError, match="several separated by commas"):
+        settings_from(["--triton-url", "a:1", "--triton-url", "a:1"])
