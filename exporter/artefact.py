@@ -23,11 +23,11 @@ from typing import Any
 
 from .atomic import remove_stale_staging, staging_name, swap_in
 from .cpu import cpu_info
-from .errors import ExporterError, ExportError, GateError
+from .errors import ExporterError, ExportError, GateError, ModelError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .options import ExportOptions
 from .plan import Plan
-from .precisions import PRECISIONS, BuildJob, RouteResult
+from .precisions import BuildJob, RouteResult, route_builders
 from .provenance import versions
 from .records import FORMAT_VERSION, REPORT_FILE, Artefact
 from .triton.config import runtime_class
@@ -47,12 +47,14 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     Raises :class:`GateError` when the gate fails (unless ``options.accept_degraded``), :class:`ExportError`
     for a route this build cannot make, :class:`~exporter.errors.ModelError` for an unusable model directory.
     """
-    builders = {p.route: p.build for p in PRECISIONS.values()}
+    builders = route_builders()
     builder = builders.get(plan.route)
     if builder is None:
         raise ExportError(f"route {plan.route!r} has no builder; available: {', '.join(sorted(builders))}")
     started = time.perf_counter()
-    spec = read_encoder_spec(Path(model_dir), plan.max_length)
+    spec = read_encoder_spec(Path(model_dir), plan.max_length, plan.pooling)
+    trusted = options.trust_remote_code or plan.trust_remote_code
+    check_remote_code(plan, spec, trusted)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_root / plan.name)  # what killed builds of this name left
@@ -62,11 +64,11 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the published dir must be readable by the server
     try:
-        result = builder(BuildJob(plan, spec, options.trust_remote_code), work)
+        result = builder(BuildJob(plan, spec, trusted), work)
         with result.timed("tokenizer"):
             copy_tokenizer(spec, work / TOKENIZER_DIR)
         with result.timed("gate"):
-            gate = _gate(plan, spec, work, options)
+            gate = _gate(plan, spec, work, options, trusted)
         result.timings["total"] = round(time.perf_counter() - started, 3)
         text = json.dumps(_report(plan, spec, work, result, gate), indent=2, ensure_ascii=False)
         (work / REPORT_FILE).write_text(text + "\n", encoding="utf-8")
@@ -81,9 +83,30 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions) -> GateResult:
+def check_remote_code(plan: Plan, spec: EncoderSpec, trusted: bool) -> None:
+    """A model whose architecture is its own Python code is built only when trusted, and only by a torch route.
+
+    Why refuse by default: that code runs with the exporter's rights while building, and again in every Triton
+    server that loads the artefact (the code is copied into it).
+    """
+    if not spec.remote_code:
+        return
+    auto_map = spec.config.get("auto_map", {})
+    if not trusted:
+        raise ModelError(
+            f"{plan.model} needs trust_remote_code: its config.json auto_map ({auto_map}) names the model's own "
+            "Python code, which would run in the exporter now and in every Triton server that serves the "
+            "artefact, with their rights (files, network, credentials). Read that code; build it only if you trust "
+            "it, with --trust-remote-code (or 'trust_remote_code: true' in its models-file entry)")
+    if plan.runtime != "torch":
+        raise ExportError(f"{plan.name}: route {plan.route} is ONNX, but a model with remote code is served by the "
+                          "torch runtime only; plan it with exporter.make_plans (which reads config.json)")
+
+
+def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions, trusted: bool) -> GateResult:
     sentences = verification_sentences(options.verification_limit)
-    reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, options.trust_remote_code)
+    reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, trusted,
+                                     spec.pooling if spec.pooling_override else None)
     encoder = runtime_class(plan.runtime)(str(work))
     return run_gate(encoder, work / TOKENIZER_DIR, reference, sentences, spec.max_seq_length,
                     options.threshold(plan.precision), statistic=gate_statistic(plan.precision),

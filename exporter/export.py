@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .errors import ModelError
-from .models import check_model_dir
+from .models import check_max_length, check_model_dir, needs_remote_code, pooling_mode_name
 from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, dense_layer
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ OUTPUT_NAME = "sentence_embedding"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
 # sentence-transformers Pooling config keys, in the order it concatenates them when several are on
-_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
                  "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 _MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
@@ -49,6 +49,12 @@ class EncoderSpec:
     inputs: tuple[str, ...] = ("input_ids", "attention_mask")
     sentence_transformers: bool = True
     config: dict[str, Any] = field(default_factory=dict)
+    pooling_override: bool = False  # ``pooling`` comes from the models file, not the model's Pooling module
+
+    @property
+    def remote_code(self) -> bool:
+        """The architecture is the model's own Python code (config.json ``auto_map``)."""
+        return needs_remote_code(self.config)
 
     @property
     def dim(self) -> int:
@@ -70,9 +76,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _pooling_modes(config: dict[str, Any], where: Path) -> tuple[str, ...]:
     if isinstance(config.get("pooling_mode"), str):  # newer single-key form
-        modes = [config["pooling_mode"].replace("_tokens", "").replace("_token", "")]
+        modes = [pooling_mode_name(config["pooling_mode"])]
     else:
-        modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
+        modes = [mode for key, mode in POOLING_KEYS.items() if config.get(key)]
     bad = [m for m in modes if m not in POOLING_MODES]
     if not modes or bad:
         raise ModelError(f"{where}: pooling {bad or 'none'} is not supported; allowed: {', '.join(POOLING_MODES)}")
@@ -81,9 +87,14 @@ def _pooling_modes(config: dict[str, Any], where: Path) -> tuple[str, ...]:
     return tuple(modes)
 
 
-def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> EncoderSpec:
-    """Parse ``modules.json`` and the module configs; a plain HF model gets mean pooling + normalize (WARNING)."""
-    model_dir = Path(model_dir)
+def read_encoder_spec(model_dir: Path, max_length: int | None = None,
+                      pooling: tuple[str, ...] | None = None) -> EncoderSpec:
+    """Parse ``modules.json`` and the module configs; a plain HF model gets mean pooling + normalize (WARNING).
+
+    ``max_length`` (checked against the position table) and ``pooling`` (modes in sentence-transformers' order)
+    replace what the model's files say: a models file's per-model settings.
+    """
+    model_dir, override = Path(model_dir), pooling
     modules_file = model_dir / "modules.json"
     transformer_dir, pooling, normalize = model_dir, ("mean",), True
     dense: list[dict[str, Any]] = []
@@ -114,11 +125,20 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
             raise ModelError(f"{modules_file} lists no Pooling module; the encoder needs one")
     check_model_dir(transformer_dir)
     config = _read_json(transformer_dir / "config.json")
+    check_max_length(str(model_dir), max_length, config)
+    overridden = override is not None and tuple(override) != pooling
+    if overridden:
+        width = int(config["hidden_size"]) * len(override)
+        if dense and int(dense[0]["in_features"]) != width:
+            raise ModelError(f"{model_dir}: pooling {list(override)} gives {width} features but the first Dense "
+                             f"module takes in_features={dense[0]['in_features']}; choose modes that match it")
+        pooling = tuple(override)
     return EncoderSpec(
         model_dir=model_dir, transformer_dir=transformer_dir, pooling=pooling, dense=tuple(dense),
         dense_dirs=tuple(dense_dirs), normalize=normalize,
         max_seq_length=max_length or _model_max_length(transformer_dir, config),
-        inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config)
+        inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config,
+        pooling_override=overridden)
 
 
 def _model_max_length(transformer_dir: Path, config: dict[str, Any]) -> int:
@@ -238,6 +258,43 @@ def copy_tokenizer(spec: EncoderSpec, target: Path) -> list[Path]:
     return copied
 
 
+def copy_remote_code(spec: EncoderSpec, artefact: Path) -> str:
+    """Copy the model's own code (every module ``auto_map`` names, their local imports) and its config.json into
+    ``artefact/<dir>``; returns ``<dir>``, from which the torch runtime loads the architecture without the hub.
+
+    The directory name carries a hash of the code: transformers caches dynamic modules by directory name, so two
+    models' code never shares a name in one server.
+    """
+    import hashlib
+    import shutil
+
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    root = spec.transformer_dir
+    files: set[Path] = set()
+    for value in spec.config.get("auto_map", {}).values():
+        for ref in value if isinstance(value, list) else [value]:
+            if not ref:
+                continue
+            if "--" in ref:
+                raise ModelError(f"{root}/config.json auto_map {ref!r} points at code in another hub repository; "
+                                 "only code inside the model's own directory can be copied into the artefact")
+            source = root / (ref.rsplit(".", 1)[0].replace(".", "/") + ".py")
+            if not source.is_file():
+                raise ModelError(f"{root}/config.json auto_map {ref!r} names {source.name}, which is missing")
+            files |= {source, *map(Path, get_relative_import_files(str(source)))}
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    name = f"remote_code_{digest.hexdigest()[:12]}"
+    for path in sorted(files):
+        target = artefact / name / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    (artefact / name / "config.json").write_text(json.dumps(spec.config, indent=2) + "\n", encoding="utf-8")
+    return name
+
+
 def spec_summary(spec: EncoderSpec) -> dict[str, Any]:
     """JSON-able description of the encoder for report.json."""
     data = asdict(spec)
@@ -246,4 +303,5 @@ def spec_summary(spec: EncoderSpec) -> dict[str, Any]:
     data["dense_dirs"] = [str(p) for p in spec.dense_dirs]
     data.pop("config")
     data["dim"] = spec.dim
+    data["remote_code"] = spec.remote_code
     return data

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = load_context(args)
+    ctx = load_context(args, weights=False)  # a hub model's config files, never its weights
     for model, where in ctx.model_dirs.items():
         if isinstance(where, ModelError):
             log.warning("native dtype unknown for %s: %s", model, where)

@@ -89,6 +89,9 @@ class Precision:
     quantization_method: bool = False  # a value of EMB_PROVIDER_QUANTIZATION_METHOD
     native_dtypes: tuple[str, ...] = ()  # config.json ``torch_dtype`` values that make ``auto`` pick it
     cpu_int8_kernels: bool = False  # its CPU speed and numerics depend on the CPU's int8 GEMM (plan --why lists them)
+    torch_route: tuple[str, RouteBuilder] | None = field(default=None, repr=False, compare=False)
+    """(route, build) serving this ONNX-runtime precision through the torch runtime instead, for models the ONNX
+    route must not take (remote code); ``None``: no such route (the plan falls back)."""
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_KINDS:

@@ -22,15 +22,9 @@ def supported_on(device: Device) -> str | None:
 
 
 def build(job: BuildJob, work: Path) -> RouteResult:
-    import torch
+    from ._torch import build_cast
 
-    from ._torch import load_fp32, save
-
-    result = RouteResult(files=[], fp32_bytes=0)
-    encoder = load_fp32(job, result)
-    tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in encoder.state_dict().items()}
-    save(job, work, tensors, {"cpu": "bfloat16", "cuda": "bfloat16"}, result)
-    return result
+    return build_cast(job, work, "bfloat16", {"cpu": "bfloat16", "cuda": "bfloat16"})
 
 
 PRECISION = Precision(

@@ -29,6 +29,14 @@ def build(job: BuildJob, work: Path) -> RouteResult:
     return build_optimized(job, work, finish=_to_float16)
 
 
+def build_torch(job: BuildJob, work: Path) -> RouteResult:
+    """float16 weights in the torch runtime (models with remote code): fp16 compute on GPU; on CPU, where torch's
+    float16 kernels are slow, fp32 compute over the fp16-rounded weights."""
+    from ._torch import build_cast
+
+    return build_cast(job, work, "float16", {"cpu": "float32", "cuda": "float16"})
+
+
 def _to_float16(model, result: RouteResult) -> None:
     with result.timed("fp16"):
         model.convert_float_to_float16(keep_io_types=True, op_block_list=fp32_ops())
@@ -40,6 +48,6 @@ PRECISION = Precision(
     description="ORT transformers optimizer + float16 conversion, fp32 I/O",
     guide=GuideRow(memory="50%", speed="2-3x", loss="slight"),
     gate_threshold=0.999, spearman_tolerance=0.002,
-    build=build, supported_on=everywhere,
+    build=build, supported_on=everywhere, torch_route=("torch-fp16", build_torch),
     native_dtypes=("float16", "half"),
 )

@@ -27,6 +27,11 @@ EMBEDDING_OUTPUT = "EMBEDDING"
 ENCODER_OUTPUT = "sentence_embedding"
 TOKENIZER_DIR = "tokenizer"
 WARMUP_SEQ_LEN = 16
+# The python-backend encoder's length-bucket budget (padded tokens per runtime call) when --max-batch-tokens is not
+# given: CPU from docs/benchmarks/batch_tokens_cpu.json (throughput flat from 2048 up on a 2-core CPU, and a smaller
+# call keeps the attention buffers small); GPU: 64 x 256, the batch docs/notes measured near the card's fp16
+# throughput, not yet measured as a budget on a GPU.
+DEFAULT_BATCH_TOKENS = {"cpu": 4096, "gpu": 16384}
 
 # The python-backend encoder model loads its runtime class from a file copied next to it: runtime -> (file, class).
 # A precision names its runtime (exporter.precisions); this says which loader serves that runtime.
@@ -54,6 +59,7 @@ class ServingOptions:
     max_texts_per_request: int = 64
     max_text_bytes: int = 65536
     encoder_threads: int = 0  # ORT intra-op threads; 0 = let the runtime pick (the number of cores)
+    max_batch_tokens: int = 0  # padded tokens per encoder call (length buckets); 0 = DEFAULT_BATCH_TOKENS per target
 
     def __post_init__(self) -> None:
         _check_range("--max-batch-size", self.max_batch_size, 1, 4096)
@@ -62,6 +68,11 @@ class ServingOptions:
                      hint="(at most --max-batch-size)")
         _check_range("--max-text-bytes", self.max_text_bytes, 1, 64 * 1024 * 1024)
         _check_range("--encoder-threads", self.encoder_threads, 0, 1024)
+        _check_range("--max-batch-tokens", self.max_batch_tokens, 0, 1 << 24, hint="(0: the target's default)")
+
+    def batch_tokens(self, gpu: bool) -> int:
+        """The length-bucket token budget for a CPU or GPU encoder: the option, else the target's default."""
+        return self.max_batch_tokens or DEFAULT_BATCH_TOKENS["gpu" if gpu else "cpu"]
 
 
 def _check_range(flag: str, value: int, low: int, high: int, hint: str = "") -> None:
@@ -168,6 +179,8 @@ def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, g
     else:
         config.backend = "python"
         _set_parameters(config, _runner_parameters(spec.runtime, options))
+    # read by the python-backend runner (torch routes, and ONNX ones in the local view); the native backend ignores it
+    _set_parameters(config, {"max_batch_tokens": options.batch_tokens(gpu)})
     _token_tensors(config.input, spec.inputs, ragged=spec.runtime != "onnx")
     config.output.add(name=ENCODER_OUTPUT, data_type=pb.TYPE_FP32, dims=[spec.dim])
     config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us
