@@ -28,7 +28,8 @@ def plan_for(precision: str, name: str | None = None, model: str = BUNDLED_ID, d
     return plan
 
 
-def tiny_st_model(path: Path, pooling: str = "mean", dense: bool = False, normalize: bool = True) -> Path:
+def tiny_st_model(path: Path, pooling: str = "mean", dense: bool = False, normalize: bool = True,
+                  max_positions: int = 128, max_seq_length: int = 64, heads: int = 4) -> Path:
     """A randomly initialised 2-layer BERT saved as a sentence-transformers model, tokenizer from the bundled one."""
     import torch
     from sentence_transformers import SentenceTransformer, models
@@ -36,11 +37,11 @@ def tiny_st_model(path: Path, pooling: str = "mean", dense: bool = False, normal
 
     torch.manual_seed(0)
     base = path / "hf"
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=128)
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=heads,
+                        intermediate_size=128, max_position_embeddings=max_positions)
     BertModel(config).save_pretrained(base)
     AutoTokenizer.from_pretrained(str(bundled_dir())).save_pretrained(base)
-    transformer = models.Transformer(str(base), max_seq_length=64)
+    transformer = models.Transformer(str(base), max_seq_length=max_seq_length)
     modules = [transformer, models.Pooling(64, pooling_mode=pooling)]
     if dense:
         modules.append(models.Dense(64, 32, activation_function=torch.nn.Tanh()))
