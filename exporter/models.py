@@ -140,7 +140,7 @@ def pooling_mode_name(name: str) -> str:
 
 def parse_pooling(where: str, value: object) -> tuple[str, ...]:
     """A models file's ``pooling``: one mode name or a list of them, each one the encoder supports; several are
-    concatenated in sentence-transformers' order (:data:`POOLING_MODES`' order), whatever order the file lists."""
+    concatenated in the order listed, as sentence-transformers' ``Pooling(pooling_mode=(...))`` does."""
     from .triton.runtime.torch_encoder import POOLING_MODES  # torch: imported only when a file overrides pooling
 
     names = [value] if isinstance(value, str) else value
@@ -152,7 +152,7 @@ def parse_pooling(where: str, value: object) -> tuple[str, ...]:
     if bad or len(set(modes)) != len(modes):
         raise ConfigError(f"{where}={value!r}: {bad or 'a repeated mode'} is not allowed; allowed: "
                           f"{', '.join(POOLING_MODES)} (each at most once)")
-    return tuple(sorted(modes, key=POOLING_MODES.index))
+    return modes
 
 
 def resolve_model_dir(model: str, *, weights: bool = True) -> Path:

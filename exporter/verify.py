@@ -66,15 +66,13 @@ def _reference_model(model_dir: str, max_seq_length: int, trust_remote_code: boo
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Pooling
 
-    from .export import POOLING_KEYS
-
     model = SentenceTransformer(model_dir, device="cpu", trust_remote_code=trust_remote_code,
                                 model_kwargs={"use_safetensors": True})
     model.max_seq_length = max_seq_length
     if pooling is not None:  # a models file's override: the reference pools as the served graph does
         index = next(i for i, module in enumerate(model) if isinstance(module, Pooling))
-        flags = {key: mode in pooling for key, mode in POOLING_KEYS.items()}
-        model[index] = Pooling(model[index].word_embedding_dimension, **flags)
+        modes = tuple({"mean_sqrt_len": "mean_sqrt_len_tokens"}.get(m, m) for m in pooling)  # its spelling
+        model[index] = Pooling(model[index].embedding_dimension, pooling_mode=modes)
     return model
 
 
