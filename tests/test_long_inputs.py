@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_helpers import plan_for, tiny_st_model
-from fakes import pb_utils
-from fakes.python_models import load_python_model
 from test_python_models import args, params
 
 from exporter.artefact import export_artefact
 from exporter.options import ExportOptions
 from exporter.triton.config import ServingOptions
 from exporter.verify import cosines
+
+from export_helpers import plan_for, tiny_st_model
+from fakes import pb_utils
+from fakes.python_models import load_python_model
 
 # one token per word: > 8192 tokens in 47,600 bytes (under the default --max-text-bytes); the first 512 tokens are
 # all "alpha", so a text cut at 512 would get a very different vector
@@ -87,7 +88,8 @@ def test_an_8192_token_text_is_embedded_whole_and_equals_sentence_transformers(l
     assert long_artefact.report["max_seq_length"] == 8192
     texts = [LONG, *SHORT * 4]
     ids = AutoTokenizer.from_pretrained(str(long_model))(LONG)["input_ids"]
-    assert len(ids) > 8192 and len(LONG.encode()) <= ServingOptions().max_text_bytes  # the text is longer than the model: it is truncated at 8192, not 512
+    # longer than the model (so truncated, at 8192 and not 512) and within the default byte limit
+    assert len(ids) > 8192 and len(LONG.encode()) <= ServingOptions().max_text_bytes
     reference = SentenceTransformer(str(long_model), device="cpu")
     assert reference.max_seq_length == 8192
     vectors, calls = served(long_artefact, tmp_path, texts, budget=4096)

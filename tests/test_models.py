@@ -126,9 +126,9 @@ def test_models_file_pooling_and_trust_errors(tmp_path, content, fragment):
 
 
 def test_max_length_beyond_the_position_table_is_a_clear_error(tmp_path):
-    from export_helpers import bundled_dir
-
     from exporter.plan import make_plans
+
+    from export_helpers import bundled_dir
 
     f = tmp_path / "m.yaml"
     f.write_text(f"- {{model: {bundled_dir()}, max_length: 1024}}\n")
@@ -168,10 +168,10 @@ def fake_hub_cache(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
 def test_plan_on_a_hub_id_reads_only_config_files_and_build_names_the_missing_weights(tmp_path, monkeypatch):
     """Offline, with a cache that holds only the small config files of a model stored in float16: plan reads
     them (native dtype decides fp16); resolving the model for a build fails, naming the missing weights."""
-    from export_helpers import bundled_dir
-
     from exporter.models import CONFIG_FILES
     from exporter.plan import make_plans
+
+    from export_helpers import bundled_dir
 
     files = {name: (bundled_dir() / name).read_bytes() for name in CONFIG_FILES if (bundled_dir() / name).is_file()}
     config = json.loads(files["config.json"])

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for plan in ctx.plans:
-        if args.why or any("fallback" in r for r in plan.reasons):
+        if args.why or plan.remote_code or any("fallback" in r for r in plan.reasons):
             print(f"\n{plan.name}:")
             for reason in plan.reasons:
                 print(f"  {reason}")
