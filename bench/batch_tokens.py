@@ -1,11 +1,12 @@
 """The encoder's length-bucket token budget (``exporter build --max-batch-tokens``): throughput per budget.
 
 ``python -m bench.batch_tokens --out docs/benchmarks/batch-tokens-cpu-<date>`` exports the bundled model at fp32
-(or takes ``--artefact DIR``), then feeds dynamic batches as the served encoder model receives them (64 texts:
-STS-B dev sentences with some long texts mixed in, each batch padded to its longest text) through the served
-``encoder_model.py``'s own ``_run`` (sorting, length buckets within the budget, the artefact's runtime loader) at
-each budget, and writes tokens/s (real tokens, not padding) and the largest runtime call (rows x width: what the
-attention buffers scale with) to ``<out>.json`` and ``<out>.png``. ``0`` is no bucketing: each batch in one call.
+(or takes ``--artefact DIR``, e.g. a torch-fp16 artefact with ``--device cuda:0``), then feeds dynamic batches as
+the served encoder model receives them (64 texts: STS-B dev sentences with some long texts mixed in, each batch
+padded to its longest text) through the served ``encoder_model.py``'s own ``_run`` (sorting, length buckets within
+the budget, the artefact's runtime loader) at each budget, and writes tokens/s (real tokens, not padding) and the
+largest runtime call (rows x width: what the attention buffers scale with) to ``<out>.json`` and ``<out>.png``.
+``0`` is no bucketing: each batch in one call.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = (0, 1024, 2048, 4096, 8192, 16384)
 
 
-def served_encoder_model(artefact: Path, budget: int) -> Any:
+def served_encoder_model(artefact: Path, budget: int, device: str = "cpu") -> Any:
     """The served ``TritonPythonModel`` of encoder_model.py over ``artefact``, without Triton: only its batching
     code runs (``pb_utils`` is an empty stand-in module; ``_run`` never touches it)."""
     from exporter import read_report
@@ -48,17 +49,18 @@ def served_encoder_model(artefact: Path, budget: int) -> Any:
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
     report = read_report(artefact)
-    model.encoder = runtime_class(report["runtime"])(str(artefact))
+    model.encoder = runtime_class(report["runtime"])(str(artefact), device=device)
     model.inputs = list(report["inputs"])
     model.max_batch_tokens = budget or 1 << 40
     return model
 
 
-def batches(tokenizer_dir: Path, max_length: int, count: int, long_per_batch: int, size: int = 64) -> list[dict]:
+def batches(tokenizer_dir: Path, stsb: Path, max_length: int, count: int, long_per_batch: int,
+            size: int = 64) -> list[dict]:
     """``count`` dynamic batches of ``size`` texts (``long_per_batch`` of them ``max_length`` tokens long), each
     tokenized and padded to its longest text as the tokenizer model does."""
     tokenizer = load_tokenizer(tokenizer_dir)
-    sentences = list(dict.fromkeys(load_stsb(DEFAULT_STSB).sentences))
+    sentences = list(dict.fromkeys(load_stsb(stsb).sentences))
     long_texts = synthetic_texts(tokenizer, " ".join(sentences).split(), max_length, count * long_per_batch)
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding()
@@ -109,8 +111,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.bar(labels, [r["tokens_per_s_median"] for r in rows], color="#4c72b0")
     ax.set_xlabel("--max-batch-tokens (none: each batch in one call)")
     ax.set_ylabel("real tokens / s (median)")
-    ax.set_title(f"{result['model']} fp32 ONNX, {result['machine']['cpu']} ({result['machine']['cores']} cores)",
-                 fontsize=9)
+    where = result["gpu"] or f"{result['machine']['cpu']} ({result['machine']['cores']} cores)"
+    ax.set_title(f"{result['model']} {result['precision']} ({result['route']}), {where}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                         "bundled model at fp32 into a temporary directory)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks" / f"batch-tokens-cpu-{today()}")
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
+    parser.add_argument("--device", default="cpu", help="where the runtime runs, e.g. cuda:0 (default cpu)")
+    parser.add_argument("--stsb", type=Path, default=DEFAULT_STSB, help="STS-B dev csv (tab-separated)")
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--long-per-batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -131,13 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         from exporter import read_report
 
         report = read_report(artefact)
-        feeds = batches(artefact / "tokenizer", report["max_seq_length"], args.batches, args.long_per_batch)
+        feeds = batches(artefact / "tokenizer", args.stsb, report["max_seq_length"], args.batches,
+                        args.long_per_batch)
         results = []
         for budget in args.budgets:
-            row = {"budget": budget, **measure(served_encoder_model(artefact, budget), feeds, args.repeats)}
+            model = served_encoder_model(artefact, budget, args.device)
+            row = {"budget": budget, **measure(model, feeds, args.repeats)}
             log.info("budget %s: %s", budget or "none", row)
             results.append(row)
-    result = {"date": today(), "machine": machine(), "model": report["model"], "precision": report["precision"],
+    result = {"date": today(), "machine": machine(), "device": args.device, "gpu": _gpu_name(args.device),
+              "model": report["model"], "precision": report["precision"], "route": report["route"],
               "max_seq_length": report["max_seq_length"], "batch_texts": 64, "long_per_batch": args.long_per_batch,
               "batches": args.batches, "repeats": args.repeats, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, args.out.with_suffix(".png"))
     print(json.dumps(results, indent=2))
     return 0
+
+
+def _gpu_name(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))
 
 
 def _export_bundled(tmp: Path) -> Path:

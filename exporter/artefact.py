@@ -104,7 +104,7 @@ def check_remote_code(plan: Plan, spec: EncoderSpec, trusted: bool) -> None:
 
 
 def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions, trusted: bool) -> GateResult:
-    sentences = verification_sentences(options.verification_limit)
+    sentences = verification_sentences(options.verification_limit, spec.max_seq_length)
     reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, trusted,
                                      spec.pooling if spec.pooling_override else None)
     encoder = runtime_class(plan.runtime)(str(work))

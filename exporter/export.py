@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .errors import ModelError
-from .models import check_max_length, check_model_dir, needs_remote_code, pooling_mode_name
+from .models import check_max_length, check_model_dir, needs_remote_code, pooling_mode_name, position_limit
 from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, dense_layer
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None,
 
 def _model_max_length(transformer_dir: Path, config: dict[str, Any]) -> int:
     """sentence_bert_config.json's max_seq_length, else the tokenizer's, capped by the position table."""
-    limit = int(config.get("max_position_embeddings") or 512)
+    limit = position_limit(config) or 512
     st_config = transformer_dir / "sentence_bert_config.json"
     if st_config.is_file():
         value = _read_json(st_config).get("max_seq_length")

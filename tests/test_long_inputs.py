@@ -16,7 +16,7 @@ from exporter.options import ExportOptions
 from exporter.triton.config import ServingOptions
 from exporter.verify import cosines
 
-from export_helpers import plan_for, tiny_st_model
+from export_helpers import bundled_dir, plan_for, tiny_st_model
 from fakes import pb_utils
 from fakes.python_models import load_python_model
 
@@ -25,6 +25,17 @@ from fakes.python_models import load_python_model
 LONG = "alpha " * 600 + "omega zulu " * 4000
 SHORT = ["A man is playing a guitar.", "Short.", "A woman is slicing an onion with a sharp knife.", "é ü 漢字"]
 TOKENS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_a_long_context_model_is_gated_on_an_input_longer_than_it_takes():
+    from transformers import AutoTokenizer
+
+    from exporter.verification_set import verification_sentences
+
+    assert verification_sentences(16, max_seq_length=512) == verification_sentences(16)
+    *short, long = verification_sentences(16, max_seq_length=8192)
+    assert len(short) == 16
+    assert len(AutoTokenizer.from_pretrained(str(bundled_dir()))(long)["input_ids"]) > 8192
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +97,7 @@ def test_an_8192_token_text_is_embedded_whole_and_equals_sentence_transformers(l
     from transformers import AutoTokenizer
 
     assert long_artefact.report["max_seq_length"] == 8192
+    assert long_artefact.report["gate"]["sentences"] == 17  # 16 + one input past 8192 tokens: the whole table
     texts = [LONG, *SHORT * 4]
     ids = AutoTokenizer.from_pretrained(str(long_model))(LONG)["input_ids"]
     # longer than the model (so truncated, at 8192 and not 512) and within the default byte limit
