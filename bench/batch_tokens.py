@@ -57,11 +57,15 @@ def served_encoder_model(artefact: Path, budget: int, device: str = "cpu") -> An
 
 def batches(tokenizer_dir: Path, stsb: Path, max_length: int, count: int, long_per_batch: int,
             size: int = 64) -> list[dict]:
-    """``count`` dynamic batches of ``size`` texts (``long_per_batch`` of them ``max_length`` tokens long), each
-    tokenized and padded to its longest text as the tokenizer model does."""
+    """``count`` dynamic batches of ``size`` texts, ``long_per_batch`` of them long (max_length / 4, / 2 and
+    max_length tokens, in turn) and the rest STS-B sentences, each batch tokenized and padded to its longest text as
+    the tokenizer model does."""
     tokenizer = load_tokenizer(tokenizer_dir)
     sentences = list(dict.fromkeys(load_stsb(stsb).sentences))
-    long_texts = synthetic_texts(tokenizer, " ".join(sentences).split(), max_length, count * long_per_batch)
+    words = " ".join(sentences).split()
+    lengths = (max_length // 4, max_length // 2, max_length)
+    by_length = [synthetic_texts(tokenizer, words, n, count * long_per_batch) for n in lengths]
+    long_texts = [by_length[i % len(lengths)][i] for i in range(count * long_per_batch)]
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding()
     out = []
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="where the runtime runs, e.g. cuda:0 (default cpu)")
     parser.add_argument("--stsb", type=Path, default=DEFAULT_STSB, help="STS-B dev csv (tab-separated)")
     parser.add_argument("--batches", type=int, default=12)
-    parser.add_argument("--long-per-batch", type=int, default=8)
+    parser.add_argument("--long-per-batch", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

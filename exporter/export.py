@@ -29,7 +29,7 @@ OUTPUT_NAME = "sentence_embedding"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
 # sentence-transformers Pooling config keys, in the order it concatenates them when several are on
-POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
                  "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 _MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
@@ -78,7 +78,7 @@ def _pooling_modes(config: dict[str, Any], where: Path) -> tuple[str, ...]:
     if isinstance(config.get("pooling_mode"), str):  # newer single-key form
         modes = [pooling_mode_name(config["pooling_mode"])]
     else:
-        modes = [mode for key, mode in POOLING_KEYS.items() if config.get(key)]
+        modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
     bad = [m for m in modes if m not in POOLING_MODES]
     if not modes or bad:
         raise ModelError(f"{where}: pooling {bad or 'none'} is not supported; allowed: {', '.join(POOLING_MODES)}")
@@ -91,7 +91,7 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None,
                       pooling: tuple[str, ...] | None = None) -> EncoderSpec:
     """Parse ``modules.json`` and the module configs; a plain HF model gets mean pooling + normalize (WARNING).
 
-    ``max_length`` (checked against the position table) and ``pooling`` (modes in sentence-transformers' order)
+    ``max_length`` (checked against the position table) and ``pooling`` (modes concatenated in the order given)
     replace what the model's files say: a models file's per-model settings.
     """
     model_dir, override = Path(model_dir), pooling
