@@ -28,10 +28,12 @@ ENCODER_OUTPUT = "sentence_embedding"
 TOKENIZER_DIR = "tokenizer"
 WARMUP_SEQ_LEN = 16
 # The python-backend encoder's length-bucket budget (padded tokens per runtime call) when --max-batch-tokens is not
-# given: CPU from docs/benchmarks/batch_tokens_cpu.json (throughput flat from 2048 up on a 2-core CPU, and a smaller
-# call keeps the attention buffers small); GPU: 64 x 256, the batch docs/notes measured near the card's fp16
-# throughput, not yet measured as a budget on a GPU.
-DEFAULT_BATCH_TOKENS = {"cpu": 4096, "gpu": 16384}
+# given. The budget caps a call's size, and a larger one lets short texts join long ones' calls: more padding.
+# CPU: 2048, the fastest of 1024-16384 on a 2-core EPYC (docs/benchmarks/batch-tokens-cpu-2026-12-01.json: 1.7x
+# the old fixed 4096 on mixed-length batches, padding 1.27x the real tokens instead of 2.4x). GPU: 8192, not yet
+# measured as a budget on a GPU: half the 64 x 256 batch that docs/benchmarks/gpu.md ran near the card's fp16
+# throughput, so per-call overhead stays small while mixed batches are not padded to their longest text.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "gpu": 8192}
 
 # The python-backend encoder model loads its runtime class from a file copied next to it: runtime -> (file, class).
 # A precision names its runtime (exporter.precisions); this says which loader serves that runtime.

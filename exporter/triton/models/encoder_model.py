@@ -21,7 +21,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 OUTPUT = "sentence_embedding"
-DEFAULT_MAX_BATCH_TOKENS = 4096  # for configs written before the parameter existed
+DEFAULT_MAX_BATCH_TOKENS = 4096  # configs written before the parameter existed keep the budget they were built with
 
 
 def _load_class(path, name):
