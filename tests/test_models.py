@@ -57,6 +57,10 @@ def test_models_file(tmp_path):
     ("- {model: x, precision: fp8}", "'fp8'"),
     ("- {model: x, name: ../evil}", "'../evil'"),
     ("- [unclosed", "not valid YAML"),
+    ("- {model: x, pooling: median}", "['median'] is not allowed; allowed: cls, max, mean"),
+    ("- {model: x, pooling: [mean, mean_tokens]}", "a repeated mode"),
+    ("- {model: x, pooling: []}", "must be a pooling mode name or a non-empty list"),
+    ("- {model: x, trust_remote_code: yes please}", "trust_remote_code='yes please' must be true or false"),
 ])
 def test_models_file_errors(tmp_path, content, fragment):
     f = tmp_path / "m.yaml"
@@ -109,20 +113,6 @@ def test_models_file_pooling_and_trust_remote_code(tmp_path):
     assert (one.pooling, one.trust_remote_code) == (("max", "cls"), True)  # in the order listed
     assert (two.pooling, two.trust_remote_code) == (("lasttoken",), False)
     assert (three.pooling, three.trust_remote_code) == (None, False)
-
-
-@pytest.mark.parametrize("content,fragment", [
-    ("- {model: x, pooling: median}", "['median'] is not allowed; allowed: cls, max, mean"),
-    ("- {model: x, pooling: [mean, mean_tokens]}", "a repeated mode"),
-    ("- {model: x, pooling: []}", "must be a pooling mode name or a non-empty list"),
-    ("- {model: x, trust_remote_code: yes please}", "trust_remote_code='yes please' must be true or false"),
-])
-def test_models_file_pooling_and_trust_errors(tmp_path, content, fragment):
-    f = tmp_path / "m.yaml"
-    f.write_text(content)
-    with pytest.raises(ConfigError) as err:
-        specs_from_args(None, str(f))
-    assert fragment in str(err.value)
 
 
 def test_max_length_beyond_the_position_table_is_a_clear_error(tmp_path):
