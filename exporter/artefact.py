@@ -23,11 +23,11 @@ from typing import Any
 
 from .atomic import remove_stale_staging, staging_name, swap_in
 from .cpu import cpu_info
-from .errors import ExporterError, ExportError, GateError, OnnxExportError
+from .errors import ExporterError, ExportError, GateError, ModelError, OnnxExportError
 from .export import OUTPUT_NAME, EncoderSpec, copy_tokenizer, read_encoder_spec, spec_summary
 from .options import ExportOptions
 from .plan import Plan
-from .precisions import PRECISIONS, BuildJob, RouteResult
+from .precisions import PRECISIONS, BuildJob, RouteResult, route_builders
 from .provenance import versions
 from .records import FORMAT_VERSION, REPORT_FILE, Artefact
 from .triton.config import runtime_class
@@ -47,12 +47,14 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     Raises :class:`GateError` when the gate fails (unless ``options.accept_degraded``), :class:`ExportError`
     for a route this build cannot make, :class:`~exporter.errors.ModelError` for an unusable model directory.
     """
-    builders = {p.route: p.build for p in PRECISIONS.values()}
+    builders = route_builders()
     builder = builders.get(plan.route)
     if builder is None:
         raise ExportError(f"route {plan.route!r} has no builder; available: {', '.join(sorted(builders))}")
     started = time.perf_counter()
-    spec = read_encoder_spec(Path(model_dir), plan.max_length)
+    spec = read_encoder_spec(Path(model_dir), plan.max_length, plan.pooling)
+    trusted = options.trust_remote_code or plan.trust_remote_code
+    check_remote_code(plan, spec, trusted)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_root / plan.name)  # what killed builds of this name left
@@ -62,7 +64,7 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the published dir must be readable by the server
     try:
-        job = BuildJob(plan, spec, options.trust_remote_code)
+        job = BuildJob(plan, spec, trusted)
         try:
             result = builder(job, work)
         except OnnxExportError as exc:
@@ -70,7 +72,7 @@ def export_artefact(plan: Plan, model_dir: Path, out_root: Path, options: Export
         with result.timed("tokenizer"):
             copy_tokenizer(spec, work / TOKENIZER_DIR)
         with result.timed("gate"):
-            gate = _gate(plan, spec, work, options, result.runtime or plan.runtime)
+            gate = _gate(plan, spec, work, options, trusted, result.runtime or plan.runtime)
         result.timings["total"] = round(time.perf_counter() - started, 3)
         text = json.dumps(_report(plan, spec, work, result, gate), indent=2, ensure_ascii=False)
         (work / REPORT_FILE).write_text(text + "\n", encoding="utf-8")
@@ -89,22 +91,45 @@ def _torch_fallback(job: BuildJob, work: Path, cause: OnnxExportError) -> RouteR
     """The precision's torch route for a model ONNX export cannot express (WARNING; recorded in report.json as
     ``route``/``runtime`` and ``route_details.fallback``), or a refusal naming the precisions that have one."""
     precision = PRECISIONS[job.plan.precision]
-    if precision.torch_fallback is None:
-        others = [p.name for p in PRECISIONS.values() if p.torch_fallback is not None or p.runtime == "torch"]
+    if precision.torch_route is None:
+        others = [p.name for p in PRECISIONS.values() if p.torch_route is not None or p.runtime == "torch"]
         raise ExportError(f"{cause}; {precision.name} needs the ONNX graph (it has no torch route). Precisions "
                           f"that serve this model through torch: {', '.join(others)}") from cause
     log.warning("%s; serving %s through the torch route instead", cause, precision.name)
     for item in work.iterdir():  # what the ONNX attempt left
         shutil.rmtree(item) if item.is_dir() else item.unlink()
-    result = precision.torch_fallback(job, work)
-    result.runtime, result.route = "torch", f"torch-{precision.name}"
+    route, build = precision.torch_route
+    result = build(job, work)
+    result.runtime, result.route = "torch", route
     result.details["fallback"] = {"from": job.plan.route, "to": result.route, "reason": str(cause)}
     return result
 
 
-def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions, runtime: str) -> GateResult:
-    sentences = verification_sentences(options.verification_limit)
-    reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, options.trust_remote_code)
+def check_remote_code(plan: Plan, spec: EncoderSpec, trusted: bool) -> None:
+    """A model whose architecture is its own Python code is built only when trusted, and only by a torch route.
+
+    Why refuse by default: that code runs with the exporter's rights while building, and again in every Triton
+    server that loads the artefact (the code is copied into it).
+    """
+    if not spec.remote_code:
+        return
+    auto_map = spec.config.get("auto_map", {})
+    if not trusted:
+        raise ModelError(
+            f"{plan.model} needs trust_remote_code: its config.json auto_map ({auto_map}) names the model's own "
+            "Python code, which would run in the exporter now and in every Triton server that serves the "
+            "artefact, with their rights (files, network, credentials). Read that code; build it only if you trust "
+            "it, with --trust-remote-code (or 'trust_remote_code: true' in its models-file entry)")
+    if plan.runtime != "torch":
+        raise ExportError(f"{plan.name}: route {plan.route} is ONNX, but a model with remote code is served by the "
+                          "torch runtime only; plan it with exporter.make_plans (which reads config.json)")
+
+
+def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions, trusted: bool,
+          runtime: str) -> GateResult:
+    sentences = verification_sentences(options.verification_limit, spec.max_seq_length)
+    reference = reference_embeddings(spec.model_dir, sentences, spec.max_seq_length, trusted,
+                                     spec.pooling if spec.pooling_override else None)
     encoder = runtime_class(runtime)(str(work))
     return run_gate(encoder, work / TOKENIZER_DIR, reference, sentences, spec.max_seq_length,
                     options.threshold(plan.precision), statistic=gate_statistic(plan.precision),

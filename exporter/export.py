@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from .errors import ModelError
-from .models import check_model_dir
+from .models import check_max_length, check_model_dir, needs_remote_code, pooling_mode_name, position_limit
 from .triton.runtime.torch_encoder import POOLING_MODES, SentenceEncoder, activation, dense_layer, model_class
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,12 @@ class EncoderSpec:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     token_width: int = 0  # the Pooling config's embedding dimension; 0: the transformer config's hidden width
+    pooling_override: bool = False  # ``pooling`` comes from the models file, not the model's Pooling module
+
+    @property
+    def remote_code(self) -> bool:
+        """The architecture is the model's own Python code (config.json ``auto_map``)."""
+        return needs_remote_code(self.config)
 
     @property
     def dim(self) -> int:
@@ -91,7 +97,7 @@ def _pooling_modes(config: dict[str, Any], where: Path) -> tuple[str, ...]:
     named = config.get("pooling_mode")  # sentence-transformers >= 5: one mode or a list of them
     if named:
         names = [named] if isinstance(named, str) else list(named)
-        modes = [str(m).replace("_tokens", "").replace("_token", "") for m in names]
+        modes = [pooling_mode_name(str(m)) for m in names]
     else:
         modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
     bad = [m for m in modes if m not in POOLING_MODES]
@@ -112,9 +118,14 @@ def _dense_config(where: Path) -> dict[str, Any]:
     return config
 
 
-def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> EncoderSpec:
-    """Parse ``modules.json`` and the module configs; a plain HF model gets mean pooling + normalize (WARNING)."""
-    model_dir = Path(model_dir)
+def read_encoder_spec(model_dir: Path, max_length: int | None = None,
+                      pooling: tuple[str, ...] | None = None) -> EncoderSpec:
+    """Parse ``modules.json`` and the module configs; a plain HF model gets mean pooling + normalize (WARNING).
+
+    ``max_length`` (checked against the position table) and ``pooling`` (modes concatenated in the order given)
+    replace what the model's files say: a models file's per-model settings.
+    """
+    model_dir, override = Path(model_dir), pooling
     modules_file = model_dir / "modules.json"
     transformer_dir, pooling, normalize, token_width = model_dir, ("mean",), True, 0
     dense: list[dict[str, Any]] = []
@@ -150,12 +161,21 @@ def read_encoder_spec(model_dir: Path, max_length: int | None = None) -> Encoder
     config = _read_json(transformer_dir / "config.json")
     _check_architecture(transformer_dir, config)
     prompts, default_prompt_name = read_prompts(model_dir)
+    check_max_length(str(model_dir), max_length, config)
+    overridden = override is not None and tuple(override) != pooling
+    if overridden:
+        width = (token_width or hidden_width(config, transformer_dir)) * len(override)
+        if dense and int(dense[0]["in_features"]) != width:
+            raise ModelError(f"{model_dir}: pooling {list(override)} gives {width} features but the first Dense "
+                             f"module takes in_features={dense[0]['in_features']}; choose modes that match it")
+        pooling = tuple(override)
     return EncoderSpec(
         model_dir=model_dir, transformer_dir=transformer_dir, pooling=pooling, dense=tuple(dense),
         dense_dirs=tuple(dense_dirs), normalize=normalize,
         max_seq_length=max_length or _model_max_length(transformer_dir, config),
         inputs=_input_names(transformer_dir, config), sentence_transformers=is_st, config=config,
-        prompts=prompts, default_prompt_name=default_prompt_name, token_width=token_width)
+        prompts=prompts, default_prompt_name=default_prompt_name, token_width=token_width,
+        pooling_override=overridden)
 
 
 def read_prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
@@ -191,7 +211,7 @@ def _check_architecture(transformer_dir: Path, config: dict[str, Any]) -> None:
 
 def _model_max_length(transformer_dir: Path, config: dict[str, Any]) -> int:
     """sentence_bert_config.json's max_seq_length, else the tokenizer's, capped by the position table."""
-    limit = int(config.get("max_position_embeddings") or 512)
+    limit = position_limit(config) or 512
     st_config = transformer_dir / "sentence_bert_config.json"
     if st_config.is_file():
         value = _read_json(st_config).get("max_seq_length")
@@ -348,6 +368,43 @@ def copy_tokenizer(spec: EncoderSpec, target: Path) -> list[Path]:
     return copied
 
 
+def copy_remote_code(spec: EncoderSpec, artefact: Path) -> str:
+    """Copy the model's own code (every module ``auto_map`` names, their local imports) and its config.json into
+    ``artefact/<dir>``; returns ``<dir>``, from which the torch runtime loads the architecture without the hub.
+
+    The directory name carries a hash of the code: transformers caches dynamic modules by directory name, so two
+    models' code never shares a name in one server.
+    """
+    import hashlib
+    import shutil
+
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    root = spec.transformer_dir
+    files: set[Path] = set()
+    for value in spec.config.get("auto_map", {}).values():
+        for ref in value if isinstance(value, list) else [value]:
+            if not ref:
+                continue
+            if "--" in ref:
+                raise ModelError(f"{root}/config.json auto_map {ref!r} points at code in another hub repository; "
+                                 "only code inside the model's own directory can be copied into the artefact")
+            source = root / (ref.rsplit(".", 1)[0].replace(".", "/") + ".py")
+            if not source.is_file():
+                raise ModelError(f"{root}/config.json auto_map {ref!r} names {source.name}, which is missing")
+            files |= {source, *map(Path, get_relative_import_files(str(source)))}
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    name = f"remote_code_{digest.hexdigest()[:12]}"
+    for path in sorted(files):
+        target = artefact / name / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    (artefact / name / "config.json").write_text(json.dumps(spec.config, indent=2) + "\n", encoding="utf-8")
+    return name
+
+
 def spec_summary(spec: EncoderSpec) -> dict[str, Any]:
     """JSON-able description of the encoder for report.json."""
     data = asdict(spec)
@@ -356,4 +413,5 @@ def spec_summary(spec: EncoderSpec) -> dict[str, Any]:
     data["dense_dirs"] = [str(p) for p in spec.dense_dirs]
     data.pop("config")
     data["dim"] = spec.dim
+    data["remote_code"] = spec.remote_code
     return data

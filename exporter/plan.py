@@ -18,8 +18,16 @@ from typing import Any, Iterable, Iterator
 from .config import PREFIX, Config
 from .devices import Device, resolve_device
 from .errors import ModelError
-from .models import ModelSpec, native_dtype, resolve_model_dir, specs_from_args
-from .precisions import QUANTIZATION_METHODS, for_native_dtype, get
+from .models import (
+    ModelSpec,
+    check_max_length,
+    native_dtype,
+    needs_remote_code,
+    read_config,
+    resolve_model_dir,
+    specs_from_args,
+)
+from .precisions import QUANTIZATION_METHODS, TORCH_FALLBACK, for_native_dtype, get
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,9 @@ class Plan:
     reasons: tuple[str, ...] = field(default_factory=tuple)
     prompts: dict[str, str] | None = None  # models-file overrides of the model's prompts (by name)
     truncate_dim: int | None = None  # models-file default output width (Matryoshka truncation by clients)
+    pooling: tuple[str, ...] | None = None  # the models file's override of the model's Pooling modes
+    remote_code: bool = False  # the architecture is the model's own code (config.json auto_map)
+    trust_remote_code: bool = False  # the models file allows that code to run (as --trust-remote-code does)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,7 +103,8 @@ def _memory_plan(config: Config, device: Device) -> MemoryPlan:
     )
 
 
-def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None = None) -> Plan:
+def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None = None, *,
+            remote_code: bool = False) -> Plan:
     """Resolve the precision of one model for one target, recording every step and fallback."""
     reasons: list[str] = []
     chosen: str | None = None
@@ -171,7 +183,7 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
         chosen = fallback
     reasons.append("5 fp32 default: not reached (the device step always decides)")
 
-    plan = _plan(spec, config, device, native, chosen, requested, decided_by, reasons)
+    plan = _plan(spec, config, device, native, chosen, requested, decided_by, reasons, remote_code)
     log.debug("plan for %s: device capabilities: %s", spec.model, device.describe())
     log.debug("plan for %s: native precision: %s", spec.model, native or "unknown")
     log.debug("plan for %s: chosen precision: %s (route %s, decided by %s)\n  %s", spec.model, chosen,
@@ -181,7 +193,7 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
 
 
 def resolve_as(spec: ModelSpec, config: Config, device: Device, precision: str, native: str | None = None, *,
-               by: str) -> Plan:
+               by: str, remote_code: bool = False) -> Plan:
     """The plan that builds ``precision`` as asked by ``by`` (e.g. ``exporter eval``), whatever the precedence or
     the target would choose: for measuring a precision on this host, not for deployment. The reasons say so, and
     name what the target would do instead when it cannot serve ``precision``."""
@@ -189,11 +201,39 @@ def resolve_as(spec: ModelSpec, config: Config, device: Device, precision: str, 
     reasons = [f"requested {precision} by {by}: built as asked (precedence and device fallback not applied)"]
     if why_not:
         reasons.append(f"   note: {why_not}; a plan for {device.label} would fall back to {device.recommended}")
-    return _plan(spec, config, device, native, precision, precision, "request", reasons)
+    return _plan(spec, config, device, native, precision, precision, "request", reasons, remote_code)
+
+
+def _remote_code_route(spec: ModelSpec, chosen: str, reasons: list[str]) -> tuple[str, str, str]:
+    """(precision, route, runtime) for a model whose architecture is its own code: the torch route only.
+
+    Why never ONNX: exporting would trace code nobody reviewed into a graph, and each model's code needs its own
+    export fixes; the torch runtime instead imports the code copied into the artefact, which runs the model exactly
+    as sentence-transformers does. A precision without a torch route falls back to fp32 (WARNING).
+    """
+    precision = get(chosen)
+    if precision.runtime == "torch":
+        route = precision.route
+    elif chosen in TORCH_FALLBACK:
+        route = TORCH_FALLBACK[chosen][0]
+    else:
+        msg = (f"{chosen} for {spec.model}: its route ({precision.route}) is ONNX only, and a model with remote code "
+               f"is served by the torch route only -> fp32")
+        log.warning(msg)
+        reasons.append(f"   fallback: {msg}")
+        chosen, route = "fp32", TORCH_FALLBACK["fp32"][0]
+    trust = ("allowed by the models file's trust_remote_code" if spec.trust_remote_code
+             else "export refuses it unless --trust-remote-code is given")
+    reasons.append(f"   remote code: config.json auto_map names the model's own Python code ({trust}); route "
+                   f"{route} (torch runtime, code copied into the artefact; ONNX export is not attempted)")
+    return chosen, route, "torch"
 
 
 def _plan(spec: ModelSpec, config: Config, device: Device, native: str | None, chosen: str, requested: str,
-          decided_by: str, reasons: list[str]) -> Plan:
+          decided_by: str, reasons: list[str], remote_code: bool = False) -> Plan:
+    route = runtime = None
+    if remote_code:
+        chosen, route, runtime = _remote_code_route(spec, chosen, reasons)
     precision = get(chosen)
     quantization = {
         "enabled": config.enable_quantization or precision.quantization_method,
@@ -202,20 +242,21 @@ def _plan(spec: ModelSpec, config: Config, device: Device, native: str | None, c
     }
     return Plan(
         model=spec.model, name=spec.name, group=spec.group, device=device.label, requested=requested,
-        precision=chosen, route=precision.route, runtime=precision.runtime, native_dtype=native,
-        decided_by=decided_by, quantization=quantization, memory=_memory_plan(config, device),
-        max_length=spec.max_length, reasons=tuple(reasons), prompts=spec.prompts, truncate_dim=spec.truncate_dim,
+        precision=chosen, route=route or precision.route, runtime=runtime or precision.runtime,
+        native_dtype=native, decided_by=decided_by, quantization=quantization, memory=_memory_plan(config, device),
+        max_length=spec.max_length, reasons=tuple(reasons), pooling=spec.pooling, remote_code=remote_code,
+        trust_remote_code=spec.trust_remote_code, prompts=spec.prompts, truncate_dim=spec.truncate_dim,
     )
 
 
 def resolve_all(specs: list[ModelSpec], config: Config, device: Device,
-                natives: dict[str, str | None]) -> list[Plan]:
+                natives: dict[str, str | None], remote_code: frozenset[str] = frozenset()) -> list[Plan]:
     """Plans for every model, warning about override keys that match nothing."""
     unmatched = unmatched_override_keys(specs, config.model_precision_overrides)
     if unmatched:
         log.warning("%sMODEL_PRECISION_OVERRIDES keys match no model, name or group: %s", PREFIX,
                     ", ".join(unmatched))
-    return [resolve(s, config, device, natives.get(s.model)) for s in specs]
+    return [resolve(s, config, device, natives.get(s.model), remote_code=s.model in remote_code) for s in specs]
 
 
 @dataclass(frozen=True)
@@ -244,24 +285,29 @@ class PlanSet:
 
 
 def make_plans(models: Iterable[str | ModelSpec] | None = None, *, models_file: str | Path | None = None,
-               config: Config | None = None, device: str | None = None, precision: str | None = None) -> PlanSet:
+               config: Config | None = None, device: str | None = None, precision: str | None = None,
+               weights: bool = True) -> PlanSet:
     """Plans for ``models`` on the target device, with the reason chain behind each precision.
 
     Args:
         models: hub ids or local model directories (their names derived), or :class:`ModelSpec` objects; with
             neither ``models`` nor ``models_file``, the bundled default model.
-        models_file: a YAML models file (model, name, group, max_length, precision, prompts, truncate_dim),
+        models_file: a YAML models file (model, name, group, max_length, precision, pooling, prompts,
+            truncate_dim, trust_remote_code),
             added to ``models``.
         config: the settings (default: ``Config.from_env()``, the ``EMB_PROVIDER_*`` variables).
         device: the serving target (e.g. ``"cpu"``, ``"cuda:8.0"``), overriding ``config.device``.
         precision: the global precision for this run, overriding ``config.model_precision``.
+        weights: whether hub models are fetched whole (what export and build need); ``False`` fetches only their
+            small config files (what a plan reads), so ``model_dirs`` then holds directories without weights.
 
     Returns:
         A :class:`PlanSet`. A model whose files cannot be found still gets a plan (its native dtype unknown); its
         :class:`ModelError` is kept in ``model_dirs`` and raised by ``PlanSet.model_dir``.
 
     Raises:
-        ConfigError: an invalid setting, device or models file, or two models with one name.
+        ConfigError: an invalid setting, device or models file, two models with one name, or a ``max_length``
+            beyond a model's position table.
     """
     config = (config or Config.from_env()).with_overrides(device=device, model_precision=precision)
     target = resolve_device(config.device)
@@ -269,8 +315,13 @@ def make_plans(models: Iterable[str | ModelSpec] | None = None, *, models_file: 
     dirs: dict[str, Path | ModelError] = {}
     for spec in specs:
         try:
-            dirs[spec.model] = resolve_model_dir(spec.model)
+            dirs[spec.model] = resolve_model_dir(spec.model, weights=weights)
         except ModelError as exc:
             dirs[spec.model] = exc
-    natives = {m: None if isinstance(d, ModelError) else native_dtype(d) for m, d in dirs.items()}
-    return PlanSet(config, target, specs, dirs, resolve_all(specs, config, target, natives))
+    found = {m: d for m, d in dirs.items() if not isinstance(d, ModelError)}
+    for spec in specs:
+        if spec.model in found:
+            check_max_length(spec.model, spec.max_length, read_config(found[spec.model]))
+    natives = {m: native_dtype(d) for m, d in found.items()}
+    remote = frozenset(m for m, d in found.items() if needs_remote_code(read_config(d)))
+    return PlanSet(config, target, specs, dirs, resolve_all(specs, config, target, natives, remote))

@@ -61,28 +61,35 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _reference_model(model_dir: str, max_seq_length: int, trust_remote_code: bool):
+def _reference_model(model_dir: str, max_seq_length: int, trust_remote_code: bool,
+                     pooling: tuple[str, ...] | None = None):
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling
 
     model = SentenceTransformer(model_dir, device="cpu", trust_remote_code=trust_remote_code,
                                 model_kwargs={"use_safetensors": True})
     model.max_seq_length = max_seq_length
+    if pooling is not None:  # a models file's override: the reference pools as the served graph does
+        index = next(i for i, module in enumerate(model) if isinstance(module, Pooling))
+        modes = tuple({"mean_sqrt_len": "mean_sqrt_len_tokens"}.get(m, m) for m in pooling)  # its spelling
+        model[index] = Pooling(model[index].embedding_dimension, pooling_mode=modes)
     return model
 
 
 @lru_cache(maxsize=8)
 def _reference_cached(model_dir: str, sentences: tuple[str, ...], max_seq_length: int,
-                      trust_remote_code: bool) -> np.ndarray:
-    model = _reference_model(model_dir, max_seq_length, trust_remote_code)
+                      trust_remote_code: bool, pooling: tuple[str, ...] | None) -> np.ndarray:
+    model = _reference_model(model_dir, max_seq_length, trust_remote_code, pooling)
     # prompt="": the bare encoder is gated (sentence-transformers would prepend a default prompt, which the served
     # tokenizer applies per request, not the graph)
     return model.encode(list(sentences), batch_size=32, convert_to_numpy=True, show_progress_bar=False, prompt="")
 
 
 def reference_embeddings(model_dir: Path, sentences: list[str], max_seq_length: int,
-                         trust_remote_code: bool = False) -> np.ndarray:
-    """sentence-transformers fp32 vectors (cached per process: fp32, fp16 and int8 builds share them)."""
-    return _reference_cached(str(model_dir), tuple(sentences), max_seq_length, trust_remote_code)
+                         trust_remote_code: bool = False, pooling: tuple[str, ...] | None = None) -> np.ndarray:
+    """sentence-transformers fp32 vectors (cached per process: fp32, fp16 and int8 builds share them); ``pooling``
+    replaces the model's Pooling modes (a models file's override)."""
+    return _reference_cached(str(model_dir), tuple(sentences), max_seq_length, trust_remote_code, pooling)
 
 
 def _by_length(tokenizer: Any, sentences: list[str], max_seq_length: int,

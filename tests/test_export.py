@@ -242,3 +242,26 @@ def test_unexpected_route_failure_is_an_export_error_naming_the_model(tmp_path, 
                                                    r"backend exploded"):
         artefact.export_artefact(plan, resolve_model_dir(plan.model), tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_models_file_pooling_override_is_exported_and_gated_against_the_same_pooling(tiny_mean, tmp_path):
+    """A models file's ``pooling: [max, cls]`` replaces the model's mean pooling: the graph concatenates max and cls
+    in that order, and the gate's reference (sentence-transformers' Pooling with those modes) pools the same way."""
+    from exporter.plan import make_plans
+
+    models = tmp_path / "models.yaml"
+    models.write_text(f"- {{model: {json.dumps(str(tiny_mean))}, name: pooled, pooling: [max, cls]}}\n")
+    plan = make_plans(models_file=models, device="cpu", precision="fp32").plans[0]
+    assert plan.pooling == ("max", "cls")
+    artefact = export_artefact(plan, tiny_mean, tmp_path / "out", ExportOptions(verification_limit=16))
+    report = artefact.report
+    assert report["dim"] == 128 and report["encoder"]["pooling"] == ["max", "cls"]
+    assert report["encoder"]["pooling_override"] and report["gate"]["min_cosine"] >= 0.99999
+
+
+def test_pooling_override_that_does_not_fit_the_dense_layer_is_a_clear_error(tmp_path):
+    model = tiny_st_model(tmp_path, dense=True)
+    assert read_encoder_spec(model, pooling=("mean",)).pooling == ("mean",)  # the model's own: no override
+    with pytest.raises(ModelError, match=r"pooling \['cls', 'max'\] gives 128 features but the first Dense module "
+                                         r"takes in_features=64"):
+        read_encoder_spec(model, pooling=("cls", "max"))

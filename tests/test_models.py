@@ -1,6 +1,7 @@
 """Model lists, repository names and model-directory resolution (offline)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,10 @@ def test_models_file_prompts_and_truncate_dim(tmp_path):
     ("- {model: x, precision: fp8}", "'fp8'"),
     ("- {model: x, name: ../evil}", "'../evil'"),
     ("- [unclosed", "not valid YAML"),
+    ("- {model: x, pooling: median}", "['median'] is not allowed; allowed: cls, max, mean"),
+    ("- {model: x, pooling: [mean, mean_tokens]}", "a repeated mode"),
+    ("- {model: x, pooling: []}", "must be a pooling mode name or a non-empty list"),
+    ("- {model: x, trust_remote_code: yes please}", "trust_remote_code='yes please' must be true or false"),
 ])
 def test_models_file_errors(tmp_path, content, fragment):
     f = tmp_path / "m.yaml"
@@ -109,3 +114,103 @@ def test_directory_that_is_not_a_model_names_missing_file(tmp_path):
 def test_missing_local_path_is_reported():
     with pytest.raises(ModelError, match="does not exist"):
         resolve_model_dir("./no/such/dir")
+
+
+def test_models_file_pooling_and_trust_remote_code(tmp_path):
+    f = tmp_path / "models.yaml"
+    f.write_text("- {model: a/one, pooling: [max_tokens, cls_token], trust_remote_code: true}\n"
+                 "- {model: b/two, pooling: lasttoken}\n- c/three\n")
+    one, two, three = specs_from_args(None, str(f))
+    assert (one.pooling, one.trust_remote_code) == (("max", "cls"), True)  # in the order listed
+    assert (two.pooling, two.trust_remote_code) == (("lasttoken",), False)
+    assert (three.pooling, three.trust_remote_code) == (None, False)
+
+
+def test_max_length_beyond_the_position_table_is_a_clear_error(tmp_path):
+    from exporter.plan import make_plans
+
+    from export_helpers import bundled_dir
+
+    f = tmp_path / "m.yaml"
+    f.write_text(f"- {{model: {bundled_dir()}, max_length: 1024}}\n")
+    with pytest.raises(ConfigError) as err:
+        make_plans(models_file=f, device="cpu")
+    assert "max_length=1024" in str(err.value) and "max_position_embeddings=512 allows at most 512" in str(err.value)
+    f.write_text(f"- {{model: {bundled_dir()}, max_length: 512}}\n")
+    assert make_plans(models_file=f, device="cpu").plans[0].max_length == 512
+
+
+@pytest.mark.parametrize("config,limit", [
+    ({"model_type": "bert", "max_position_embeddings": 8192}, 8192),
+    ({"model_type": "xlm-roberta", "max_position_embeddings": 8194, "pad_token_id": 1}, 8192),
+    ({"model_type": "qwen3"}, None),
+])
+def test_position_limit(config, limit):
+    from exporter.models import position_limit
+
+    assert position_limit(config) == limit
+
+
+# -- plan on a hub id: config files only ------------------------------------------------------------------------------
+
+def fake_hub_cache(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
+    """A Hugging Face hub cache (HF_HUB_CACHE layout: refs/main -> snapshots/<commit>/...) holding ``files``."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        path = root / "snapshots" / commit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root / "snapshots" / commit
+
+
+def test_plan_on_a_hub_id_reads_only_config_files_and_build_names_the_missing_weights(tmp_path, monkeypatch):
+    """Offline, with a cache that holds only the small config files of a model stored in float16: plan reads
+    them (native dtype decides fp16); resolving the model for a build fails, naming the missing weights."""
+    from exporter.models import CONFIG_FILES
+    from exporter.plan import make_plans
+
+    from export_helpers import bundled_dir
+
+    files = {name: (bundled_dir() / name).read_bytes() for name in CONFIG_FILES if (bundled_dir() / name).is_file()}
+    config = json.loads(files["config.json"])
+    files["config.json"] = json.dumps({**config, "torch_dtype": "float16"}).encode()
+    snapshot = fake_hub_cache(tmp_path / "hub", "fake-org/tiny-fp16", files)
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_CACHE when it is imported (already done here); the CLI test below sets the variable
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    plans = make_plans(["fake-org/tiny-fp16"], device="cpu", weights=False)
+    [plan] = plans.plans
+    assert (plan.native_dtype, plan.precision, plan.decided_by) == ("float16", "fp16", "native")
+    assert plans.model_dir("fake-org/tiny-fp16") == snapshot
+    assert not list(snapshot.glob("*.safetensors"))
+
+    built = make_plans(["fake-org/tiny-fp16"], device="cpu")  # what export and build resolve
+    with pytest.raises(ModelError) as err:
+        built.model_dir("fake-org/tiny-fp16")
+    assert "model.safetensors is missing" in str(err.value) and "only part of 'fake-org/tiny-fp16'" in str(err.value)
+
+
+def test_plan_cli_on_a_hub_id_offline_with_config_files_only(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from export_helpers import bundled_dir
+
+    files = {"config.json": (bundled_dir() / "config.json").read_bytes(),
+             "modules.json": (bundled_dir() / "modules.json").read_bytes()}
+    fake_hub_cache(tmp_path / "hub", "fake-org/mini", files)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-m", "exporter", "plan", "--model", "fake-org/mini", "--device", "cpu",
+                          "--json"], cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    [entry] = json.loads(out.stdout)
+    assert (entry["model"], entry["precision"], entry["native_dtype"]) == ("fake-org/mini", "fp32", None)
+    assert "native dtype unknown" not in out.stderr  # the config was found, not an unavailable model

@@ -346,3 +346,18 @@ def test_local_view_moves_gpu_instances_to_cpu_without_a_gpu(tmp_path):
     view = make_local_view(dest, tmp_path / "view", gpu=False)
     assert parse((view / "tiny_encoder/config.pbtxt").read_text()).instance_group[0].kind == \
         pb.ModelInstanceGroup.KIND_CPU
+
+
+def test_max_batch_tokens_is_an_encoder_parameter_per_target_and_reaches_the_local_runner():
+    from exporter.triton.config import DEFAULT_BATCH_TOKENS
+
+    def budget(config) -> int:
+        return int(config.parameters["max_batch_tokens"].string_value)
+
+    assert budget(encoder_config(plan_for(), INFO, ServingOptions(), gpu=False)) == DEFAULT_BATCH_TOKENS["cpu"]
+    native = encoder_config(plan_for("cuda"), INFO, ServingOptions(), gpu=True)
+    assert budget(native) == DEFAULT_BATCH_TOKENS["gpu"] > DEFAULT_BATCH_TOKENS["cpu"]
+    assert budget(python_runner_config(native, "onnx")) == DEFAULT_BATCH_TOKENS["gpu"]  # the local view keeps it
+    assert budget(encoder_config(plan_for(), INFO, ServingOptions(max_batch_tokens=777), gpu=False)) == 777
+    with pytest.raises(ConfigError, match=r"--max-batch-tokens=-1 is out of range"):
+        ServingOptions(max_batch_tokens=-1)

@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import objectstore
 from ..build import BuildResult, build_repository
 from ..errors import ExportError
-from ..triton.config import ServingOptions
+from ..triton.config import DEFAULT_BATCH_TOKENS, ServingOptions
 from .context import add_model_arguments, load_context
 from .export import add_export_arguments, export_options
 
@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"UTF-8 bytes per text the tokenizer accepts (default {defaults.max_text_bytes})")
     parser.add_argument("--encoder-threads", type=int, default=defaults.encoder_threads, metavar="N",
                         help="ONNX Runtime intra-op threads per encoder instance (default 0: one per core)")
+    parser.add_argument("--max-batch-tokens", type=int, default=defaults.max_batch_tokens, metavar="N",
+                        help="python-backend encoders: padded tokens per runtime call; a dynamic batch is run in "
+                             "length buckets within it (default 0: "
+                             + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_TOKENS.items()) + ")")
     parser.add_argument("--tensorrt", action="store_true",
                         help="GPU targets: add the TensorRT execution accelerator (FP16) to ONNX encoders")
     add_export_arguments(parser)
@@ -43,7 +47,8 @@ def serving_options(args: argparse.Namespace) -> ServingOptions:
     return ServingOptions(
         max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us, tensorrt=args.tensorrt,
         max_texts_per_request=args.max_texts_per_request or args.max_batch_size,
-        max_text_bytes=args.max_text_bytes, encoder_threads=args.encoder_threads)
+        max_text_bytes=args.max_text_bytes, encoder_threads=args.encoder_threads,
+        max_batch_tokens=args.max_batch_tokens)
 
 
 def _build_and_upload(ctx, url: str, options: ServingOptions, exporting) -> BuildResult:

@@ -17,7 +17,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: bool = Tr
     parser.add_argument("--model", action="append", metavar="ID_OR_DIR",
                         help="hub id or local model directory (repeatable; default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--models-file", metavar="F", help="YAML list of models (model, name, group, max_length, "
-                        "precision, prompts, truncate_dim)")
+                        "precision, pooling, prompts, truncate_dim, trust_remote_code; README 'Models file')")
     parser.add_argument("--device", metavar="D", help=f"serving target: {DEVICE_FORMS} "
                         "(overrides EMB_PROVIDER_DEVICE)")
     if precision:
@@ -28,9 +28,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: bool = Tr
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
-def load_context(args: argparse.Namespace) -> PlanSet:
-    """Config from env + flags (logging configured), then :func:`exporter.plan.make_plans` for the models given."""
+def load_context(args: argparse.Namespace, *, weights: bool = True) -> PlanSet:
+    """Config from env + flags (logging configured), then :func:`exporter.plan.make_plans` for the models given
+    (``weights=False``: hub models' config files only, what ``plan`` reads)."""
     config = Config.from_env().with_overrides(
         model_precision=getattr(args, "precision", None), log_level=args.log_level, device=args.device)
     config.configure_logging()
-    return make_plans(args.model, models_file=args.models_file, config=config)
+    return make_plans(args.model, models_file=args.models_file, config=config, weights=weights)

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = load_context(args)
+    ctx = load_context(args, weights=False)  # a hub model's config files, never its weights
     for model, where in ctx.model_dirs.items():
         if isinstance(where, ModelError):
             log.warning("native dtype unknown for %s: %s", model, where)
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for plan in ctx.plans:
-        if args.why or any("fallback" in r for r in plan.reasons):
+        if args.why or plan.remote_code or any("fallback" in r for r in plan.reasons):
             print(f"\n{plan.name}:")
             for reason in plan.reasons:
                 print(f"  {reason}")

@@ -25,6 +25,8 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
 NAMES: tuple[str, ...] = tuple(PRECISIONS)
 QUANTIZATION_METHODS: tuple[str, ...] = tuple(n for n, p in PRECISIONS.items() if p.quantization_method)
 """Precisions that are quantization methods (EMB_PROVIDER_ENABLE_QUANTIZATION / QUANTIZATION_METHOD apply)."""
+TORCH_FALLBACK: dict[str, tuple[str, RouteBuilder]] = {n: p.torch_route for n, p in PRECISIONS.items() if p.torch_route}
+"""ONNX-runtime precision -> (route, build) of its torch-runtime equivalent (for models with remote code)."""
 
 
 def get(name: str) -> Precision:
@@ -41,5 +43,12 @@ def for_native_dtype(dtype: str | None) -> str | None:
     return next((p.name for p in PRECISIONS.values() if dtype in p.native_dtypes), None)
 
 
-__all__ = ["NAMES", "PRECISIONS", "QUANTIZATION_METHODS", "BuildJob", "GuideRow", "Precision", "RouteBuilder",
-           "RouteResult", "for_native_dtype", "get"]
+__all__ = ["NAMES", "PRECISIONS", "QUANTIZATION_METHODS", "TORCH_FALLBACK", "BuildJob", "GuideRow", "Precision",
+           "RouteBuilder", "RouteResult", "for_native_dtype", "get", "route_builders"]
+
+
+def route_builders() -> dict[str, RouteBuilder]:
+    """route name -> build, for every route a plan can name (each precision's own and its torch equivalent)."""
+    builders = {p.route: p.build for p in PRECISIONS.values()}
+    builders.update(dict(TORCH_FALLBACK.values()))
+    return builders

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from ..export import encoder_metadata, load_encoder
+from ..export import copy_remote_code, encoder_metadata, load_encoder
 from ..triton.runtime.torch_encoder import ENCODER_JSON, WEIGHTS_FILE, SentenceEncoder
-from .base import BuildJob, RouteBuilder, RouteResult
+from .base import BuildJob, RouteResult
 
 
 def load_fp32(job: BuildJob, result: RouteResult) -> SentenceEncoder:
@@ -23,21 +23,6 @@ def load_fp32(job: BuildJob, result: RouteResult) -> SentenceEncoder:
         encoder = load_encoder(job.spec, trust_remote_code=job.trust_remote_code, attn_implementation=None)
     result.fp32_bytes = sum(t.numel() * 4 for t in encoder.state_dict().values() if t.is_floating_point())
     return encoder
-
-
-def cast_build(store: str, compute_dtype: dict[str, str]) -> RouteBuilder:
-    """A torch route that stores every floating tensor as ``store`` and computes in ``compute_dtype`` per device
-    kind (bf16's route, and the torch fallback of the fp32/fp16 ONNX routes)."""
-
-    def build(job: BuildJob, work: Path) -> RouteResult:
-        result = RouteResult(files=[], fp32_bytes=0)
-        encoder = load_fp32(job, result)
-        dtype = getattr(torch, store)
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in encoder.state_dict().items()}
-        save(job, work, tensors, compute_dtype, result)
-        return result
-
-    return build
 
 
 def save(job: BuildJob, work: Path, tensors: dict[str, torch.Tensor], compute_dtype: dict[str, str],
@@ -49,5 +34,18 @@ def save(job: BuildJob, work: Path, tensors: dict[str, torch.Tensor], compute_dt
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(work / WEIGHTS_FILE))
         meta = encoder_metadata(job.spec, job.trust_remote_code)
         meta.update(weights=WEIGHTS_FILE, compute_dtype=compute_dtype, **extra)
+        if job.spec.remote_code:  # the server rebuilds the architecture from this copy, never from the hub
+            meta["code_dir"] = copy_remote_code(job.spec, work)
         (work / ENCODER_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     result.files[:] = [WEIGHTS_FILE, ENCODER_JSON]
+
+
+def build_cast(job: BuildJob, work: Path, storage: str, compute_dtype: dict[str, str]) -> RouteResult:
+    """A torch route that stores every floating tensor as ``storage`` (``"float32"``, ``"bfloat16"`` ...) and
+    computes in ``compute_dtype`` per device kind."""
+    dtype = getattr(torch, storage)
+    result = RouteResult(files=[], fp32_bytes=0)
+    encoder = load_fp32(job, result)
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in encoder.state_dict().items()}
+    save(job, work, tensors, compute_dtype, result)
+    return result

@@ -91,9 +91,11 @@ class Precision:
     quantization_method: bool = False  # a value of EMB_PROVIDER_QUANTIZATION_METHOD
     native_dtypes: tuple[str, ...] = ()  # config.json ``torch_dtype`` values that make ``auto`` pick it
     cpu_int8_kernels: bool = False  # its CPU speed and numerics depend on the CPU's int8 GEMM (plan --why lists them)
-    # an ONNX precision's torch route for models ONNX export cannot express (same precision, same contract);
-    # None: that precision needs the ONNX graph and the build is refused
-    torch_fallback: RouteBuilder | None = field(default=None, repr=False, compare=False)
+    torch_route: tuple[str, RouteBuilder] | None = field(default=None, repr=False, compare=False)
+    """(route, build) serving this ONNX-runtime precision through the torch runtime instead, with the same contract:
+    for models the ONNX route must not take (remote code: chosen by the plan) and for models ``torch.onnx.export``
+    cannot express (chosen by the artefact writer when the export fails); ``None``: no such route (the plan falls
+    back to fp32, the writer refuses)."""
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_KINDS:

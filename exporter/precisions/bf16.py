@@ -22,9 +22,9 @@ def supported_on(device: Device) -> str | None:
 
 
 def build(job: BuildJob, work: Path) -> RouteResult:
-    from ._torch import cast_build
+    from ._torch import build_cast
 
-    return cast_build("bfloat16", {"cpu": "bfloat16", "cuda": "bfloat16"})(job, work)
+    return build_cast(job, work, "bfloat16", {"cpu": "bfloat16", "cuda": "bfloat16"})
 
 
 PRECISION = Precision(

@@ -30,11 +30,11 @@ def build(job: BuildJob, work: Path) -> RouteResult:
 
 
 def build_torch(job: BuildJob, work: Path) -> RouteResult:
-    """The fallback for models ONNX export cannot express: fp16 weights, fp16 compute on GPU; on CPU fp32 compute
-    (torch's CPU float16 kernels are slow), from the same fp16-rounded weights."""
-    from ._torch import cast_build
+    """float16 weights in the torch runtime (models with remote code, or that ONNX export cannot express): fp16
+    compute on GPU; on CPU, where torch's float16 kernels are slow, fp32 compute over the fp16-rounded weights."""
+    from ._torch import build_cast
 
-    return cast_build("float16", {"cpu": "float32", "cuda": "float16"})(job, work)
+    return build_cast(job, work, "float16", {"cpu": "float32", "cuda": "float16"})
 
 
 def _to_float16(model, result: RouteResult) -> None:
@@ -48,6 +48,6 @@ PRECISION = Precision(
     description="ORT transformers optimizer + float16 conversion, fp32 I/O",
     guide=GuideRow(memory="50%", speed="2-3x", loss="slight"),
     gate_threshold=0.999, spearman_tolerance=0.002,
-    build=build, supported_on=everywhere, torch_fallback=build_torch,
+    build=build, supported_on=everywhere, torch_route=("torch-fp16", build_torch),
     native_dtypes=("float16", "half"),
 )

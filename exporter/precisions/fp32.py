@@ -17,10 +17,11 @@ def build(job: BuildJob, work: Path) -> RouteResult:
 
 
 def build_torch(job: BuildJob, work: Path) -> RouteResult:
-    """The fallback for models ONNX export cannot express: fp32 weights, fp32 torch compute."""
-    from ._torch import cast_build
+    """fp32 weights and compute in the torch runtime: models with remote code (which never go to ONNX) and models
+    ONNX export cannot express."""
+    from ._torch import build_cast
 
-    return cast_build("float32", {"cpu": "float32", "cuda": "float32"})(job, work)
+    return build_cast(job, work, "float32", {"cpu": "float32", "cuda": "float32"})
 
 
 PRECISION = Precision(
@@ -28,5 +29,5 @@ PRECISION = Precision(
     description="ONNX, ONNX Runtime offline graph optimization",
     guide=GuideRow(memory="100%", speed="baseline", loss="none"),
     gate_threshold=0.99999, spearman_tolerance=0.001,
-    build=build, supported_on=everywhere, torch_fallback=build_torch,
+    build=build, supported_on=everywhere, torch_route=("torch-fp32", build_torch),
 )

@@ -32,6 +32,13 @@ TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
 ENCODER_OUTPUT = "sentence_embedding"
 TOKENIZER_DIR = "tokenizer"
 WARMUP_SEQ_LEN = 16
+# The python-backend encoder's length-bucket budget (padded tokens per runtime call) when --max-batch-tokens is not
+# given. The budget caps a call's size, and a larger one lets short texts join long ones' calls: more padding.
+# CPU: 2048, the fastest of 1024-16384 on a 2-core EPYC (docs/benchmarks/batch-tokens-cpu-2026-12-01.json: 1.7x
+# the old fixed 4096 on mixed-length batches, padding 1.27x the real tokens instead of 2.4x). GPU: 8192, not yet
+# measured as a budget on a GPU: half the 64 x 256 batch that docs/benchmarks/gpu.md ran near the card's fp16
+# throughput, so per-call overhead stays small while mixed batches are not padded to their longest text.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "gpu": 8192}
 
 # The python-backend encoder model loads its runtime class from a file copied next to it: runtime -> (file, class).
 # A precision names its runtime (exporter.precisions); this says which loader serves that runtime.
@@ -59,6 +66,7 @@ class ServingOptions:
     max_texts_per_request: int = 64
     max_text_bytes: int = 65536
     encoder_threads: int = 0  # ORT intra-op threads; 0 = let the runtime pick (the number of cores)
+    max_batch_tokens: int = 0  # padded tokens per encoder call (length buckets); 0 = DEFAULT_BATCH_TOKENS per target
 
     def __post_init__(self) -> None:
         _check_range("--max-batch-size", self.max_batch_size, 1, 4096)
@@ -67,6 +75,11 @@ class ServingOptions:
                      hint="(at most --max-batch-size)")
         _check_range("--max-text-bytes", self.max_text_bytes, 1, 64 * 1024 * 1024)
         _check_range("--encoder-threads", self.encoder_threads, 0, 1024)
+        _check_range("--max-batch-tokens", self.max_batch_tokens, 0, 1 << 24, hint="(0: the target's default)")
+
+    def batch_tokens(self, gpu: bool) -> int:
+        """The length-bucket token budget for a CPU or GPU encoder: the option, else the target's default."""
+        return self.max_batch_tokens or DEFAULT_BATCH_TOKENS["gpu" if gpu else "cpu"]
 
 
 def _check_range(flag: str, value: int, low: int, high: int, hint: str = "") -> None:
@@ -220,6 +233,8 @@ def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, g
     else:
         config.backend = "python"
         _set_parameters(config, _runner_parameters(spec.runtime, options))
+    # read by the python-backend runner (torch routes, and ONNX ones in the local view); the native backend ignores it
+    _set_parameters(config, {"max_batch_tokens": options.batch_tokens(gpu)})
     _token_tensors(config.input, spec.inputs, ragged=spec.runtime != "onnx")
     config.output.add(name=ENCODER_OUTPUT, data_type=pb.TYPE_FP32, dims=[spec.dim])
     config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us

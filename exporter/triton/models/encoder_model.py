@@ -6,9 +6,11 @@ Serves torch routes everywhere and, on the local pip ``tritonserver`` (python ba
 
 Why it batches itself: the python backend hands ``execute`` a list of requests. Running them one by one costs one
 runtime call each; here the texts of a dynamic batch (inputs are ``allow_ragged_batch``) are pooled, sorted by
-token length and run in length buckets of at most ``MAX_BATCH_TOKENS`` padded tokens each (at least one text per
-bucket), so a short text is never padded to the longest text of another request. Padding is masked by
-``attention_mask``, so vectors do not change.
+token length and run in length buckets of at most ``max_batch_tokens`` padded tokens each (a config parameter,
+``exporter build --max-batch-tokens``; at least one text per bucket), so a short text is never padded to the longest
+text of another request, and one long text (8192 tokens) is run with few others instead of making the whole batch
+that long: the runtime's activations stay bounded by the budget. Padding is masked by ``attention_mask``, so
+vectors do not change.
 """
 
 import importlib.util
@@ -19,7 +21,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 OUTPUT = "sentence_embedding"
-MAX_BATCH_TOKENS = 4096  # not a config parameter: no measurement yet says another value is better
+DEFAULT_MAX_BATCH_TOKENS = 4096  # configs written before the parameter existed keep the budget they were built with
 
 
 def _load_class(path, name):
@@ -71,7 +73,7 @@ class TritonPythonModel:
         threads = int(params.get("threads", "0")) or None
         self.encoder = encoder_cls(version_dir, device=device, threads=threads)
         self.inputs = [tensor["name"] for tensor in config["input"]]
-        self.max_batch_tokens = MAX_BATCH_TOKENS
+        self.max_batch_tokens = int(params.get("max_batch_tokens", DEFAULT_MAX_BATCH_TOKENS))
 
     def _feeds(self, request):
         feed = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}

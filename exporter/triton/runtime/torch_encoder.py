@@ -125,18 +125,27 @@ def model_class(model_type: str) -> Any:
     return getattr(transformers, ENCODER_ONLY.get(model_type, "AutoModel"))
 
 
-def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None) -> SentenceEncoder:
-    """The encoder's architecture from ``encoder.json`` (random weights; the caller loads them)."""
+def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None,
+                 artefact_dir: str | None = None) -> SentenceEncoder:
+    """The encoder's architecture from ``encoder.json`` (random weights; the caller loads them).
+
+    A model with remote code (``code_dir`` in the metadata) is built from the copy of its code in the artefact,
+    so the server needs neither the original directory nor the hub; its attention implementation is its own.
+    """
     from transformers import AutoConfig, AutoModel
 
-    trust = bool(meta.get("trust_remote_code", False))
-    config_dict = dict(meta["config"])
-    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if config.model_type in ENCODER_ONLY:
-        transformer = model_class(config.model_type)(config, **kwargs)
+    code_dir = meta.get("code_dir")
+    if code_dir:
+        if artefact_dir is None:
+            raise ValueError(f"{ENCODER_JSON} names code_dir={code_dir!r}: the artefact directory is needed")
+        config = AutoConfig.from_pretrained(os.path.join(artefact_dir, code_dir), trust_remote_code=True)
+        transformer = AutoModel.from_config(config, trust_remote_code=True)
     else:
-        transformer = AutoModel.from_config(config, trust_remote_code=trust, **kwargs)
+        config_dict = dict(meta["config"])
+        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        transformer = model_class(config.model_type)(config, **kwargs) if config.model_type in ENCODER_ONLY \
+            else AutoModel.from_config(config, **kwargs)
     dense = [dense_layer(d) for d in meta.get("dense", [])]
     return SentenceEncoder(transformer, meta["pooling"], dense, bool(meta["normalize"]), meta["inputs"])
 
@@ -192,7 +201,7 @@ def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncode
         meta = json.load(fh)
     kind = "cuda" if device.startswith("cuda") else "cpu"
     compute = DTYPES[meta["compute_dtype"][kind]]
-    module = build_module(meta, attn_implementation="sdpa" if kind == "cuda" else None)
+    module = build_module(meta, attn_implementation="sdpa" if kind == "cuda" else None, artefact_dir=artefact_dir)
     tensors = load_file(os.path.join(artefact_dir, meta.get("weights", WEIGHTS_FILE)))
     used = _set_nf4_linears(module, tensors, compute, device)
     module.to(device)
