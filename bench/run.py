@@ -64,8 +64,8 @@ def _artefact_dirs(repository: Path, entry: dict[str, Any]) -> tuple[Path, Path]
     """(encoder files, tokenizer files) of a published model: the very files the server loads."""
     from exporter.artefact import TOKENIZER_DIR
 
-    models = entry["triton_models"]
-    return repository / models["encoder"] / "1", repository / models["tokenizer"] / "1" / TOKENIZER_DIR
+    models, version = entry["triton_models"], str(entry.get("version", 1))
+    return repository / models["encoder"] / version, repository / models["tokenizer"] / version / TOKENIZER_DIR
 
 
 def _precision_info(encoder_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:

@@ -383,6 +383,8 @@ class Embeddings:
 
     vectors: np.ndarray
     token_counts: np.ndarray
+    # the model version(s) that answered, from the responses (one unless a rolling update happened mid-call)
+    model_versions: tuple[str, ...] = ()
 
     @property
     def total_tokens(self) -> int:
@@ -538,7 +540,7 @@ def _bytes_input(name: str, values: Sequence[bytes]) -> httpclient.InferInput:
     return tensor
 
 
-Part = tuple[np.ndarray, "np.ndarray | None"]  # one batch's (vectors, token counts or None)
+Part = tuple[np.ndarray, "np.ndarray | None", str]  # one batch's (vectors, token counts or None, model version)
 
 
 def read_result(result: Any, info: ModelInfo, rows: int, options: CallOptions = CallOptions()) -> Part:
@@ -556,7 +558,8 @@ def read_result(result: Any, info: ModelInfo, rows: int, options: CallOptions = 
             raise ServerError(f"model {info.name!r} returned {TOKEN_COUNT_OUTPUT} of shape {shape}; expected "
                               f"({rows}, 1)")
         counts = counts.reshape(rows).astype(np.int64, copy=False)
-    return array.astype(np.float32, copy=False), counts
+    version = str((result.get_response() or {}).get("model_version") or "")
+    return array.astype(np.float32, copy=False), counts, version
 
 
 def assemble(parts: Sequence[Part], info: ModelInfo, single: bool, options: CallOptions = CallOptions()
@@ -567,9 +570,10 @@ def assemble(parts: Sequence[Part], info: ModelInfo, single: bool, options: Call
     counts = np.concatenate([p[1] for p in parts if p[1] is not None] or [np.empty(0, dtype=np.int64)])
     if options.dimensions is not None:
         matrix = truncate(matrix, options.dimensions, info.normalized)
+    versions = tuple(dict.fromkeys(p[2] for p in parts if p[2]))
     if single:
-        return Embeddings(matrix[0], counts[0] if counts.size else counts)
-    return Embeddings(matrix, counts)
+        return Embeddings(matrix[0], counts[0] if counts.size else counts, versions)
+    return Embeddings(matrix, counts, versions)
 
 
 def truncate(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from .errors import ExportError, ModelError
 from .plan import Plan
 from .triton.config import ServingOptions, check_options
-from .triton.repository import ModelEntry, assemble, publish, staging
+from .triton.repository import ModelEntry, assemble, publish, published_versions, staging
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], reposi
     from .artefact import ExportOptions, export_artefact  # heavy (torch, transformers): after checks
 
     start = time.perf_counter()
+    previous = published_versions(Path(repository))
     try:
         with staging(Path(repository)) as root:
             entries = []
@@ -57,7 +58,7 @@ def build_repository(plans: list[Plan], model_dirs: Mapping[str, object], reposi
                 artefact = export_artefact(plan, Path(model_dir), root / ARTEFACTS,
                                            export_options or ExportOptions())
                 entries.append(ModelEntry(plan, artefact))
-            manifest = assemble(root, entries, options)
+            manifest = assemble(root, entries, options, previous)
             shutil.rmtree(root / ARTEFACTS, ignore_errors=True)
             publish(root, Path(repository))
     except OSError as exc:  # full disk, read-only or unwritable location: say where and what to do

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .atomic import swap_in
 from .errors import ConfigError, ServeError
 from .triton.local_view import make_local_view
 from .triton.repository import read_manifest
@@ -220,6 +221,9 @@ class TritonServer:
                    f"--grpc-address={s.host}", f"--grpc-port={s.grpc_port}",
                    f"--metrics-address={s.host}", f"--metrics-port={s.metrics_port}",
                    "--exit-on-error=false", f"--exit-timeout-secs={s.exit_timeout}",
+                   # explicit model control with everything loaded at start: as in the default mode, plus
+                   # reload(), which loads a new build beside the old one without dropping a request
+                   "--model-control-mode=explicit", "--load-model=*",
                    f"--log-verbose={s.log_verbose}", *s.extra_args]
         return command, env
 
@@ -285,6 +289,60 @@ class TritonServer:
         if self._work is not None:
             self._work.cleanup()
             self._work = None
+
+    def reload(self) -> list[str]:
+        """Serve what ``exporter build`` published since the start (or the last reload), without downtime.
+
+        Triton loads each model's new version (the build numbered it: :func:`exporter.triton.repository.assemble`)
+        beside the old one and swaps only once it is ready; requests in flight finish on the version they started
+        on. Per model the encoder loads first (the step that needs memory, so the one likely to fail), then the
+        tokenizer, then the ensemble; models the new manifest no longer lists are unloaded. A step that fails to
+        load is a :class:`ServeError` and leaves that model on its previous build. Returns the names loaded.
+        """
+        if self.process is None or self.process.poll() is not None:
+            raise ServeError("reload: tritonserver is not running")
+        manifest = read_manifest(self.settings.repository)
+        loaded = {m["name"]: m.get("version", 1) for m in self.manifest["models"]}
+        view = None
+        if not self.settings.tritonserver:  # the bundled binary reads the local view: derive it again
+            view = Path(self._work.name) / "repository"
+            fresh = view.with_name("repository.next")
+            shutil.rmtree(fresh, ignore_errors=True)  # what a failed reload left
+            make_local_view(self.settings.repository, fresh, gpu=gpu_available(),
+                            encoder_threads=self.settings.encoder_threads)
+            for model in manifest["models"]:
+                hold_ensemble(fresh / model["triton_models"]["ensemble"], loaded.get(model["name"]))
+            previous = swap_in(fresh, view)
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
+        for model in manifest["models"]:
+            triton = model["triton_models"]
+            self._control(triton["encoder"], "load")
+            self._control(triton["tokenizer"], "load")
+            if view is not None:
+                release_ensemble(view / triton["ensemble"], model.get("version", 1))
+            self._control(triton["ensemble"], "load")
+            log.info("loaded %s version %s", model["name"], model.get("version", 1))
+        names = {m["name"] for m in manifest["models"]}
+        for model in self.manifest["models"]:
+            if model["name"] not in names:
+                for name in model["triton_models"].values():  # the ensemble first: its steps are still in use
+                    self._control(name, "unload")
+        self.manifest = manifest
+        return sorted(names)
+
+    def _control(self, name: str, action: str) -> None:
+        """POST Triton's model-repository ``load``/``unload`` for ``name``; a refusal is a ServeError with its words."""
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{name}/{action}", data=b"{}",
+                                         method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.ready_timeout):
+                return
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as exc:
+            detail = str(exc)
+        raise ServeError(f"{action} of {name} failed; the previous version keeps serving: {detail}")
 
     def restart(self) -> "TritonServer":
         self.stop()
@@ -491,3 +549,28 @@ def check_stub_environment(binary: Path | None = None, env: Mapping[str, str] | 
 
 __all__ = ["ServeError", "ServerSettings", "StubFacts", "TritonServer", "check_stub_environment", "free_ports",
            "group_members", "stub_environment_problems"]
+
+
+
+def hold_ensemble(ensemble: Path, serving: int | None) -> None:
+    """Show Triton only the ensemble version it serves (``serving``; none for a new model) while the new steps load.
+
+    Loading a step makes Triton reload the ensembles that use it, from the repository: were the new ensemble version
+    already there, it would go live over the old steps, or over a half-loaded build when a step fails to load.
+    """
+    if ensemble.is_symlink():  # the local view links models it does not rewrite
+        target = ensemble.resolve()
+        ensemble.unlink()
+        ensemble.mkdir()
+        shutil.copy2(target / "config.pbtxt", ensemble / "config.pbtxt")
+    for version in (p for p in ensemble.iterdir() if p.is_dir()):
+        shutil.rmtree(version)
+    if serving is not None:
+        (ensemble / str(serving)).mkdir()
+
+
+def release_ensemble(ensemble: Path, version: int) -> None:
+    """Once its steps are loaded, the ensemble's new version (an empty directory) appears for Triton to load."""
+    for old in (p for p in ensemble.iterdir() if p.is_dir()):
+        shutil.rmtree(old)
+    (ensemble / str(version)).mkdir()

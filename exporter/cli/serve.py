@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import objectstore
 from ..config import Config
 from ..errors import ConfigError, ServeError
 from ..serve import ServerSettings, TritonServer
+from ..triton.repository import MANIFEST
 from .build import DEFAULT_REPOSITORY
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from gateway.process import GatewayProcess
@@ -75,13 +80,14 @@ def run(args: argparse.Namespace) -> int:
         tritonserver=args.tritonserver, ready_timeout=args.ready_timeout, encoder_threads=args.encoder_threads))
         for i in range(args.replicas)]
     received: list[int] = []
-    stop = threading.Event()
+    stop, reload_asked = threading.Event(), threading.Event()
 
     def forward(signum, _frame):
         received.append(signum)
         stop.set()
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
 
     gateway = None
 
@@ -100,13 +106,41 @@ def run(args: argparse.Namespace) -> int:
     if args.gateway_port is not None:
         gateway = _start_gateway(servers, args.host, args.gateway_port)
     _print_endpoints(servers, gateway, args.json)
+    watched = None if objectstore.is_remote(args.repository) else Path(repository) / MANIFEST
+    stamp = _stamp(watched)
     while not stop.wait(0.5):
+        if reload_asked.is_set() or _stamp(watched) != stamp:
+            reload_asked.clear()
+            stamp = _stamp(watched)
+            _reload(servers)
         for server in servers:
             if server.process is None or server.process.poll() is not None:
                 raise ServeError(f"tritonserver ({server.http_url}) exited unexpectedly\n{server.log_tail()}")
         if gateway is not None and (gateway.process is None or gateway.process.poll() is not None):
             raise ServeError(f"the gateway exited unexpectedly\n{gateway.log_tail()}")
     return 0
+
+
+def _stamp(manifest: Path | None) -> tuple[int, int] | None:
+    """Identity of the published manifest: ``exporter build`` swaps a new repository in, so a new build changes it."""
+    try:
+        info = manifest.stat() if manifest is not None else None
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns) if info is not None else None
+
+
+def _reload(servers: list[TritonServer]) -> None:
+    """Load a new build into every replica, one after the other (a failure leaves that replica on the old build)."""
+    for server in servers:
+        try:
+            names = server.reload()
+        except (ServeError, ConfigError) as exc:
+            log.error("reload of %s failed, still serving the previous build: %s", server.http_url, exc)
+            continue
+        versions = ", ".join(f"{m['name']} v{m.get('version', 1)}" for m in server.manifest["models"])
+        print(f"reloaded {server.http_url}: {versions}" if names else f"reloaded {server.http_url}", flush=True,
+              file=sys.stderr)
 
 
 MAX_REPLICAS = 16

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from ..atomic import remove_stale_staging, staging_name, swap_in
 from ..errors import ConfigError
@@ -105,11 +105,19 @@ def staging(dest: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions) -> dict[str, Any]:
-    """Write every model, README.md and manifest.json under ``root``, then validate the whole tree."""
+def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions,
+             previous: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Write every model, README.md and manifest.json under ``root``, then validate the whole tree.
+
+    ``previous`` maps the names of the repository being replaced to their versions (:func:`published_versions`):
+    a model built again gets the next version number, so a Triton serving the old repository in explicit model
+    control loads it as a new version beside the old one and swaps without dropping a request
+    (:meth:`exporter.serve.TritonServer.reload`), and responses say which version answered.
+    """
     if not entries:
         raise ConfigError("nothing to build: no models given")
-    models = [_write_model(root, entry, options) for entry in entries]
+    previous = previous or {}
+    models = [_write_model(root, entry, options, previous.get(entry.plan.name, 0) + 1) for entry in entries]
     reports = [entry.report for entry in entries]
     (root / "README.md").write_text(README, encoding="utf-8")
     (root / ".gitkeep").touch()
@@ -128,7 +136,25 @@ def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions) -> 
 VERSION_PLACEHOLDER = ".keep"
 
 
-def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict[str, Any]:
+def published_versions(repository: Path) -> dict[str, int]:
+    """Model name -> version of the repository published at ``repository`` ({} when there is none yet)."""
+    try:
+        manifest = read_manifest(repository)
+    except ConfigError:
+        return {}
+    return {m["name"]: int(m.get("version", 1)) for m in manifest.get("models", [])}
+
+
+def version_dir(model_dir: Path) -> Path:
+    """The one version directory of a model this tool wrote (``1/``, ``2/``, ...)."""
+    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    if len(versions) != 1:
+        raise SchemaError(f"{model_dir}: expected one version directory (1/, 2/, ...), found "
+                          f"{sorted(p.name for p in versions) or 'none'}")
+    return versions[0]
+
+
+def _write_model(root: Path, entry: ModelEntry, options: ServingOptions, version: int) -> dict[str, Any]:
     plan, report = entry.plan, entry.report
     spec = ArtefactInfo.from_report(report).with_plan(plan)
     gpu = plan.device != "cpu"
@@ -138,15 +164,15 @@ def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict
         f"{plan.name}_encoder": encoder_config(plan, spec, options, gpu=gpu),
     }
     for model, config in configs.items():
-        (root / model / "1").mkdir(parents=True)
+        (root / model / str(version)).mkdir(parents=True)
         (root / model / "config.pbtxt").write_text(render(config), encoding="utf-8")
     # Object stores keep no empty directories, and Triton needs the ensemble's version directory: a placeholder
     # file keeps it through an s3:// / gs:// upload (Triton ignores it).
-    (root / plan.name / "1" / VERSION_PLACEHOLDER).touch()
-    tokenizer_dir = root / f"{plan.name}_tokenizer" / "1"
+    (root / plan.name / str(version) / VERSION_PLACEHOLDER).touch()
+    tokenizer_dir = root / f"{plan.name}_tokenizer" / str(version)
     shutil.copy2(MODELS_DIR / "tokenizer_model.py", tokenizer_dir / "model.py")
     shutil.copytree(entry.artefact.path / TOKENIZER_DIR, tokenizer_dir / TOKENIZER_DIR, copy_function=_link_or_copy)
-    encoder_dir = root / f"{plan.name}_encoder" / "1"
+    encoder_dir = root / f"{plan.name}_encoder" / str(version)
     for item in entry.artefact.path.iterdir():
         if item.name != TOKENIZER_DIR:
             (shutil.copytree(item, encoder_dir / item.name, copy_function=_link_or_copy) if item.is_dir()
@@ -154,7 +180,8 @@ def _write_model(root: Path, entry: ModelEntry, options: ServingOptions) -> dict
     if spec.runtime != "onnx":
         install_runner(encoder_dir, spec.runtime)
     return {
-        "name": plan.name, "model": plan.model, "precision": plan.precision, "route": spec.route or plan.route,
+        "name": plan.name, "version": version, "model": plan.model, "precision": plan.precision,
+        "route": spec.route or plan.route,
         "runtime": spec.runtime, "target_device": plan.device, "dim": spec.dim,
         # what the vector is (absent from reports older than these keys)
         "pooling": report.get("pooling"),
@@ -185,8 +212,7 @@ def validate_repository(root: Path) -> None:
             _check_ensemble(name, config, configs)
         elif config.platform == "onnxruntime_onnx":
             _check_onnx(root / name, config)
-        if not (root / name / "1").is_dir():
-            raise SchemaError(f"{root / name}: version directory 1/ is missing")
+        version_dir(root / name)
 
 
 def _check_ensemble(name: str, config, configs: dict[str, Any]) -> None:
@@ -209,7 +235,7 @@ def _check_onnx(model_dir: Path, config) -> None:
     """The native config must describe the ONNX graph exactly: names, int64/float32, ranks, dynamic batch."""
     import onnx
 
-    path = model_dir / "1" / (config.default_model_filename or "model.onnx")
+    path = version_dir(model_dir) / (config.default_model_filename or "model.onnx")
     if not path.is_file():
         raise SchemaError(f"{model_dir.name}: {path.name} is missing")
     graph = onnx.load(str(path), load_external_data=False).graph

@@ -100,8 +100,9 @@ def test_batch_size_defaults_to_model_max_and_may_not_exceed_it():
 
 def test_assemble_returns_rows_in_order_a_vector_for_one_text_and_zero_rows_for_none():
     info = ModelInfo.from_config(ENSEMBLE)
-    parts = [(np.full((2, 384), 1, np.float32), None), (np.full((1, 384), 2, np.float32), None)]
+    parts = [(np.full((2, 384), 1, np.float32), None, "1"), (np.full((1, 384), 2, np.float32), None, "2")]
     assert assemble(parts, info, single=False).vectors[:, 0].tolist() == [1, 1, 2]
+    assert assemble(parts, info, single=False).model_versions == ("1", "2")  # a rolling update mid-call
     assert assemble(parts[1:], info, single=True).vectors.shape == (384,)
     empty = assemble([], info, single=False)
     assert empty.vectors.shape == (0, 384) and empty.vectors.dtype == np.float32
