@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from exporter.triton.runtime.torch_encoder import TorchEncoder
+from exporter.precisions import get
+from exporter.triton.runtime.torch_encoder import INPUT_SCALE_SUFFIX, TorchEncoder
 from exporter.verify import cosines, encode
 
 from export_helpers import bundled_dir
@@ -32,6 +33,7 @@ def test_gate_size_and_layout(artefacts, precision):
     gate = report["gate"]
     assert gate["passed"] and gate["threshold"] == {"int4": 0.96, "bf16": 0.999}[precision]
     assert gate["statistic"] == {"int4": "mean_cosine", "bf16": "min_cosine"}[precision]
+    assert gate["p1_threshold"] == {"int4": get("int4").gate_p1, "bf16": None}[precision]
     assert report["size_ratio_vs_fp32"] <= MAX_SIZE_RATIO[precision]
     names = sorted(p.name for p in path.iterdir())
     assert names == ["encoder.json", "model.safetensors", "report.json", "tokenizer"]
@@ -74,3 +76,27 @@ def test_bf16_loader_does_not_need_bitsandbytes(artefacts, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a GPU image without bitsandbytes
     encoder = TorchEncoder(str(artefacts["bf16"].path))
     assert str(next(encoder.module.parameters()).dtype) == "torch.bfloat16"
+
+
+def test_int4_input_scales_are_applied_in_front_of_their_layers(artefacts, tmp_path):
+    """The activation-aware scales: most layers got one (alpha > 0), and the runtime applies them — the same
+    artefact without them is much further from the fp32 vectors."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    path = artefacts["int4"].path
+    alphas = artefacts["int4"].report["route_details"]["int4"]["alpha_per_layer"]
+    tensors = load_file(str(path / "model.safetensors"))
+    scaled = {k[: -len(INPUT_SCALE_SUFFIX)] for k in tensors if k.endswith(INPUT_SCALE_SUFFIX)}
+    assert scaled == {name for name, alpha in alphas.items() if alpha} and len(scaled) >= 18, alphas
+    copy = shutil.copytree(path, tmp_path / "int4", copy_function=shutil.copy)
+    save_file({k: v for k, v in tensors.items() if not k.endswith(INPUT_SCALE_SUFFIX)},
+              str(copy / "model.safetensors"))
+    sentences = ["hi", "A man is playing a guitar.", "Le chat dort sur le canapé.", "SELECT name FROM users;"]
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(bundled_dir()), device="cpu").encode(sentences)
+    with_scales = cosines(encode(TorchEncoder(str(path)), path / "tokenizer", sentences, 256), reference)
+    without = cosines(encode(TorchEncoder(str(copy)), path / "tokenizer", sentences, 256), reference)
+    assert with_scales.mean() > 0.95 and without.mean() < with_scales.mean() - 0.05, (with_scales, without)
