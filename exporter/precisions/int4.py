@@ -212,7 +212,7 @@ PRECISION = Precision(
     name="int4", route="torch-bnb-nf4", runtime="torch",
     description="bitsandbytes NF4 Linear4bit, activation-aware scales, torch python-backend model",
     guide=GuideRow(memory="12.5%", speed="4-5x", loss="significant"),
-    gate_threshold=0.96, gate_statistic="mean_cosine", gate_p1=0.88, spearman_tolerance=0.015,
+    gate_threshold=0.96, gate_statistic="mean_cosine", gate_p1=0.90, spearman_tolerance=0.015,
     build=build, supported_on=supported_on,
     quantization_scheme="bitsandbytes NF4 (Linear4bit), activation-aware scales, embeddings in 8 bits",
     quantization_method=True,
