@@ -37,6 +37,9 @@ log = logging.getLogger("bench.int4_quality")
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH = 64  # length-sorted batches; bitsandbytes dequantizes every layer per call, so small batches are slow on CPU
 PLAIN = (0.0,)
+# the 384x384 layers that hurt most when quantized alone (the per-layer sweep of docs/benchmarks/int4-quality-*)
+SENSITIVE = tuple(f"transformer.encoder.layer.{name}" for name in (
+    "4.attention.self.value", "5.attention.self.value", "5.attention.output.dense"))
 # variant -> (recipe, compute dtype on this CPU: "float32" = what a CPU target runs, "float16" = a GPU's dtype)
 VARIANTS: dict[str, tuple[Recipe, str]] = {
     "activation-aware nf4 b32 (chosen)": (int4.RECIPE, "float32"),
@@ -46,6 +49,8 @@ VARIANTS: dict[str, tuple[Recipe, str]] = {
     "nf4 b32, fp32 stats (no double quant)": (Recipe(alphas=PLAIN, double_quant=False), "float32"),
     "nf4 b64": (Recipe(alphas=PLAIN, blocksize=64), "float32"),
     "activation-aware, b64": (Recipe(blocksize=64), "float32"),
+    "activation-aware, alpha grid by 0.1": (Recipe(alphas=tuple(i / 10 for i in range(11))), "float32"),
+    "activation-aware + int8 rows for the 3 worst 384x384 layers": (Recipe(int8_layers=SENSITIVE), "float32"),
 }
 
 
