@@ -105,7 +105,9 @@ def linear_layers(encoder: SentenceEncoder) -> dict[str, torch.nn.Linear]:
 def layer_inputs(encoder: SentenceEncoder, layers: Iterable[str],
                  batches: Iterable[dict]) -> dict[str, torch.Tensor]:
     """The inputs each layer sees on ``batches`` (real tokens only, at most :data:`MAX_CALIBRATION_TOKENS` rows,
-    an even spread), recorded by forward pre-hooks on the fp32 encoder."""
+    an even spread), recorded by forward pre-hooks on the fp32 encoder. A layer whose input is not per token
+    (e.g. the pooler's, or a relative-position table) counts every row; a layer never called gets no entry (it is
+    then stored as plain NF4)."""
     import torch
 
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
@@ -114,7 +116,8 @@ def layer_inputs(encoder: SentenceEncoder, layers: Iterable[str],
     def record(name: str):
         def hook(_module, args):
             x = args[0]
-            seen[name].append(x[mask[0]] if x.dim() == 3 else x.reshape(-1, x.shape[-1]))
+            per_token = x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask[0].shape)
+            seen[name].append(x[mask[0]] if per_token else x.reshape(-1, x.shape[-1]))
         return hook
 
     handles = [encoder.get_submodule(name).register_forward_pre_hook(record(name)) for name in seen]
@@ -129,6 +132,8 @@ def layer_inputs(encoder: SentenceEncoder, layers: Iterable[str],
             handle.remove()
     out = {}
     for name, parts in seen.items():
+        if not parts:
+            continue
         x = torch.cat(parts).float()
         step = max(1, x.shape[0] // MAX_CALIBRATION_TOKENS)
         out[name] = x[::step][:MAX_CALIBRATION_TOKENS]
