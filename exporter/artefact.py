@@ -133,6 +133,7 @@ def _gate(plan: Plan, spec: EncoderSpec, work: Path, options: ExportOptions, tru
     encoder = runtime_class(runtime)(str(work))
     return run_gate(encoder, work / TOKENIZER_DIR, reference, sentences, spec.max_seq_length,
                     options.threshold(plan.precision), statistic=gate_statistic(plan.precision),
+                    p1_floor=options.p1_floor(plan.precision),
                     accept_degraded=options.accept_degraded,
                     label=f"{plan.name} ({plan.precision}, {plan.route})")
 

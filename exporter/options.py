@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from .precisions import get
 
+P1 = "p1"  # the suffix of a 1st-percentile floor override: ``--min-cosine int4:p1=0.93``
+
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How to build: per-precision gate threshold overrides (precision -> min cosine), whether a failing gate
+    """How to build: per-precision gate threshold overrides (precision -> threshold of its gate statistic;
+    ``"<precision>:p1"`` -> its 1st-percentile floor), whether a failing gate
     is accepted (recorded in the report), whether model code from the hub may run, and how many verification
     sentences to use (``None``: the whole set)."""
 
@@ -28,3 +31,10 @@ class ExportOptions:
         if self.thresholds and precision in self.thresholds:
             return float(self.thresholds[precision])
         return get(precision).gate_threshold
+
+    def p1_floor(self, precision: str) -> float | None:
+        """The gate's 1st-percentile floor for ``precision`` (None: not gated on p1): override, else default."""
+        key = f"{precision}:{P1}"
+        if self.thresholds and key in self.thresholds:
+            return float(self.thresholds[key])
+        return get(precision).gate_p1

@@ -196,10 +196,17 @@ def test_cli_export_json_and_summary(tmp_path, tiny_mean, capsys):
 
 @pytest.mark.parametrize("flag,expected", [("int9=0.5", "--min-cosine 'int9=0.5': expected PRECISION=VALUE"),
                                            ("int8=high", "VALUE must be a cosine between -1 and 1"),
-                                           ("int8", "expected PRECISION=VALUE")])
+                                           ("int8", "expected PRECISION=VALUE"),
+                                           ("int4:p5=0.9", "expected PRECISION=VALUE or PRECISION:p1=VALUE")])
 def test_cli_rejects_bad_min_cosine(flag, expected, capsys):
     assert main(["export", "--min-cosine", flag]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_min_cosine_sets_a_threshold_or_a_p1_floor():
+    from exporter.cli.export import parse_thresholds
+
+    assert parse_thresholds(["int8=0.985", "int4:p1=0.93"]) == {"int8": 0.985, "int4:p1": 0.93}
 
 
 def test_cli_unknown_hub_id_offline(monkeypatch, tmp_path, capsys):

@@ -210,6 +210,39 @@ class FakeEncoder:
         if (ids < 0).any():
             raise IndexError("index -1 is out of bounds for the embedding table")
         return np.stack([(ids * mask).sum(1), mask.sum(1), np.full(len(ids), ids.shape[1])], 1).astype(np.float32)
+
+
+# The runtimes' real out-of-memory errors: torch's exception class, ONNX Runtime's exception class and message.
+TORCH_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB"
+ORT_OOM = ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running MatMul node. "
+           "Name:'/0/auto_model/encoder/layer.0/attention/self/query/MatMul' Status Message: "
+           "/onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:376 void* onnxruntime::BFCArena::"
+           "AllocateRawInternal(size_t, bool, onnxruntime::Stream*, bool, onnxruntime::WaitNotificationFn) "
+           "Failed to allocate memory for requested buffer of size 1610612736")
+
+
+class TorchOomEncoder(FakeEncoder):
+    """Runs out of memory on any call of more than two rows, as a GPU does on a batch too large for it."""
+
+    def __call__(self, batch):
+        if len(batch["input_ids"]) > 2:
+            import torch
+            raise torch.cuda.OutOfMemoryError(TORCH_OOM)
+        return super().__call__(batch)
+
+
+class OrtOomEncoder(FakeEncoder):
+    def __call__(self, batch):
+        if len(batch["input_ids"]) > 2:
+            from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+            raise RuntimeException(ORT_OOM)
+        return super().__call__(batch)
+
+
+class OomAtLoad(FakeEncoder):
+    def __init__(self, path, device="cpu", threads=None):
+        import torch
+        raise torch.cuda.OutOfMemoryError(TORCH_OOM)
 '''
 
 
@@ -220,11 +253,11 @@ def encoder_repo(tmp_path) -> Path:
     return tmp_path / "m_encoder"
 
 
-def make_encoder(repo: Path, threads=2, **extra):
+def make_encoder(repo: Path, threads=2, runtime_class="FakeEncoder", **extra):
     config = {"name": "m_encoder", "backend": "python", "max_batch_size": 8,
               "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1]} for n in TOKEN_OUTPUTS[:2]],
               "output": [{"name": "sentence_embedding", "data_type": "TYPE_FP32", "dims": [3]}],
-              "parameters": params(runtime_loader="fake_encoder.py", runtime_class="FakeEncoder", threads=threads)}
+              "parameters": params(runtime_loader="fake_encoder.py", runtime_class=runtime_class, threads=threads)}
     model = load_python_model("encoder_model").TritonPythonModel()
     model.initialize(args(repo, config, **extra))
     return model
@@ -293,3 +326,52 @@ def test_a_runtime_failure_fails_only_the_request_that_caused_it(encoder_repo):
     assert code == pb_utils.TritonError.INTERNAL and message.startswith("the encoder failed on this request: index -1")
     np.testing.assert_array_equal(vectors(before)[:, :2], [[6, 3]])
     np.testing.assert_array_equal(vectors(after)[:, :2], [[15, 5]])
+
+
+@pytest.mark.parametrize("runtime_class", ["TorchOomEncoder", "OrtOomEncoder"])
+def test_out_of_memory_on_a_dynamic_batch_frees_the_cache_and_serves_each_request_alone(encoder_repo, runtime_class,
+                                                                                         monkeypatch):
+    import torch
+
+    freed = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # as on a GPU, where the cache is real
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
+    model = make_encoder(encoder_repo, runtime_class=runtime_class)
+    model.max_batch_tokens = 1000  # one bucket: the batched call holds all four rows
+    first, second = model.execute([token_request(3, 2), token_request(5, 1)])
+    np.testing.assert_array_equal(vectors(first)[:, 1], [3, 2])
+    np.testing.assert_array_equal(vectors(second)[:, 1], [5, 1])
+    assert freed, "the device cache was not freed after the out-of-memory error"
+
+
+@pytest.mark.parametrize("runtime_class", ["TorchOomEncoder", "OrtOomEncoder"])
+def test_a_request_too_large_for_memory_gets_the_ways_to_fit_and_its_neighbours_are_served(encoder_repo,
+                                                                                         runtime_class):
+    from tritonclient.utils import InferenceServerException
+
+    from client._common import Settings, make_translator
+    from client.errors import ServerError
+
+    model = make_encoder(encoder_repo, runtime_class=runtime_class)
+    model.max_batch_tokens = 1000
+    small, large = model.execute([token_request(4), token_request(3, 2, 6)])
+    np.testing.assert_array_equal(vectors(small)[:, 1], [4])
+    code, message = error_of(large)
+    assert code == pb_utils.TritonError.INTERNAL
+    assert message.startswith("the encoder, on this request, ran out of memory")
+    assert "int8 or int4" in message and "max_batch_size" in message and "fewer instances" in message
+    # what the client makes of it (the frontend answers INTERNAL with HTTP 500): the advice reaches the user
+    translate = make_translator(Settings.create("localhost:8000", "m", None, 1, None, None), ())
+    error = translate(InferenceServerException(message, status="500"))
+    assert isinstance(error, ServerError) and "int8 or int4" in str(error)
+
+
+def test_out_of_memory_at_load_fails_the_model_load_with_the_ways_to_fit(encoder_repo):
+    with pytest.raises(RuntimeError, match=r"loading m_encoder on cuda:0 ran out of memory \(OutOfMemoryError: "
+                                           r"CUDA out of memory.*int8 or int4.*max_batch_size"):
+        make_encoder(encoder_repo, runtime_class="OomAtLoad", model_instance_kind="GPU")
+
+
+def test_other_load_failures_are_not_called_out_of_memory(encoder_repo):
+    with pytest.raises(AttributeError):
+        make_encoder(encoder_repo, runtime_class="NoSuchEncoder")

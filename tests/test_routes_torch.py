@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from exporter.triton.runtime.torch_encoder import TorchEncoder
+from exporter.precisions import get
+from exporter.triton.runtime.torch_encoder import INPUT_SCALE_SUFFIX, TorchEncoder
 from exporter.verify import cosines, encode
 
 from export_helpers import bundled_dir
@@ -32,6 +33,7 @@ def test_gate_size_and_layout(artefacts, precision):
     gate = report["gate"]
     assert gate["passed"] and gate["threshold"] == {"int4": 0.96, "bf16": 0.999}[precision]
     assert gate["statistic"] == {"int4": "mean_cosine", "bf16": "min_cosine"}[precision]
+    assert gate["p1_threshold"] == {"int4": get("int4").gate_p1, "bf16": None}[precision]
     assert report["size_ratio_vs_fp32"] <= MAX_SIZE_RATIO[precision]
     names = sorted(p.name for p in path.iterdir())
     assert names == ["encoder.json", "model.safetensors", "report.json", "tokenizer"]
@@ -74,3 +76,61 @@ def test_bf16_loader_does_not_need_bitsandbytes(artefacts, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a GPU image without bitsandbytes
     encoder = TorchEncoder(str(artefacts["bf16"].path))
     assert str(next(encoder.module.parameters()).dtype) == "torch.bfloat16"
+
+
+def test_int4_input_scales_are_applied_in_front_of_their_layers(artefacts, tmp_path):
+    """The activation-aware scales: most layers got one (alpha > 0), and the runtime applies them — the same
+    artefact without them is much further from the fp32 vectors."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    path = artefacts["int4"].path
+    alphas = artefacts["int4"].report["route_details"]["int4"]["alpha_per_layer"]
+    tensors = load_file(str(path / "model.safetensors"))
+    scaled = {k[: -len(INPUT_SCALE_SUFFIX)] for k in tensors if k.endswith(INPUT_SCALE_SUFFIX)}
+    assert scaled == {name for name, alpha in alphas.items() if alpha} and len(scaled) >= 18, alphas
+    copy = shutil.copytree(path, tmp_path / "int4", copy_function=shutil.copy)
+    save_file({k: v for k, v in tensors.items() if not k.endswith(INPUT_SCALE_SUFFIX)},
+              str(copy / "model.safetensors"))
+    sentences = ["hi", "A man is playing a guitar.", "Le chat dort sur le canapé.", "SELECT name FROM users;"]
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(bundled_dir()), device="cpu").encode(sentences)
+    with_scales = cosines(encode(TorchEncoder(str(path)), path / "tokenizer", sentences, 256), reference)
+    without = cosines(encode(TorchEncoder(str(copy)), path / "tokenizer", sentences, 256), reference)
+    assert with_scales.mean() > 0.95 and without.mean() < with_scales.mean() - 0.05, (with_scales, without)
+
+
+def test_int4_activation_aware_build_on_a_tiny_model(tmp_path):
+    """The recipe end to end on a random 2-layer model with a Dense layer: every transformer linear gets its
+    calibration inputs (the pooler's too, whose input is not per token) and a scale unless plain NF4 was best, and
+    the artefact loads in the served runtime and returns float32 vectors near the fp32 ones."""
+    import torch
+    from safetensors.torch import load_file
+
+    from exporter.export import load_encoder, read_encoder_spec
+    from exporter.precisions import int4
+    from exporter.precisions.base import BuildJob
+
+    from export_helpers import tiny_st_model
+
+    spec = read_encoder_spec(tiny_st_model(tmp_path, dense=True))
+    work = tmp_path / "int4"
+    work.mkdir()
+    result = int4.build(BuildJob(plan=None, spec=spec), work)
+    alphas = result.details["int4"]["alpha_per_layer"]
+    assert len(alphas) == 2 * 6 + 1 and "transformer.pooler.dense" in alphas  # 2 layers x 6 linears + pooler
+    scaled = {k[: -len(INPUT_SCALE_SUFFIX)] for k in load_file(str(work / "model.safetensors"))
+              if k.endswith(INPUT_SCALE_SUFFIX)}
+    assert scaled == {name for name, alpha in alphas.items() if alpha}
+    sentences = ["hi", "A man is playing a guitar on the street corner.", "SELECT name FROM users;"]
+    got = encode(TorchEncoder(str(work)), spec.transformer_dir, sentences, 64)
+    fp32 = load_encoder(spec, attn_implementation=None)
+
+    def reference(feeds):
+        with torch.inference_mode():
+            return fp32(*[torch.as_tensor(feeds[n]) for n in fp32.input_names]).numpy()
+
+    assert got.dtype == np.float32 and got.shape == (3, 32)
+    assert cosines(got, encode(reference, spec.transformer_dir, sentences, 64)).min() > 0.9

@@ -86,3 +86,28 @@ def test_gate_mean_statistic_and_accept_degraded(gate_inputs):
     assert (kept.passed, kept.accepted_degraded, kept.sentences) == (False, True, 4)
     with pytest.raises(ValueError, match="gate statistic 'median' is not one of min_cosine, mean_cosine, p1"):
         run_gate(encoder, tokenizer_dir, reference, sentences, 16, 0.9, statistic="median")
+
+
+def test_gate_p1_floor_fails_a_build_whose_mean_passes_and_names_both(gate_inputs):
+    sentences, tokenizer_dir, reference, encoder = gate_inputs
+    with pytest.raises(GateError) as info:
+        run_gate(encoder, tokenizer_dir, reference, sentences, 16, 0.96, statistic="mean_cosine", p1_floor=0.9,
+                 label="demo (int4)")
+    assert str(info.value).startswith("quality gate failed for demo (int4): mean cosine 0.973607 >= threshold "
+                                      "0.96, p1 0.897594 < threshold 0.9 over 4 sentences")
+    assert "PRECISION:p1=VALUE" in str(info.value)
+    gate = info.value.gate
+    assert (gate.passed, gate.p1_threshold, gate.threshold, round(gate.p1, 6)) == (False, 0.9, 0.96, 0.897594)
+    passed = run_gate(encoder, tokenizer_dir, reference, sentences, 16, 0.96, statistic="mean_cosine",
+                      p1_floor=0.89)
+    assert passed.passed and passed.to_dict()["p1_threshold"] == 0.89
+
+
+def test_int4_is_gated_on_its_mean_and_its_first_percentile():
+    from exporter.options import ExportOptions
+    from exporter.precisions import get
+
+    int4 = get("int4")
+    assert int4.gate_statistic == "mean_cosine" and int4.gate_p1 is not None
+    assert ExportOptions().p1_floor("int4") == int4.gate_p1 and ExportOptions().p1_floor("int8") is None
+    assert ExportOptions(thresholds={"int4:p1": 0.5, "int4": 0.9}).p1_floor("int4") == 0.5

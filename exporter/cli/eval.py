@@ -75,8 +75,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                             sts_cosine={"min": round(float(cos.min()), 4),
                                         "p1": round(float(np.percentile(cos, 1)), 4),
                                         "mean": round(float(cos.mean()), 4)},
-                            gate={k: gate[k] for k in ("statistic", "threshold", "passed", "min_cosine",
-                                                       "mean_cosine", "p1", "sentences")},
+                            gate={**{k: gate[k] for k in ("statistic", "threshold", "passed", "min_cosine",
+                                                          "mean_cosine", "p1", "sentences")},
+                                  "p1_threshold": gate.get("p1_threshold")},
                             build_s=report["timings"]["total"], encode_s=round(seconds, 1)))
     return {"model": spec.model, "pairs": len(pairs.gold), "sentences": len(sentences), "cpu": cpu_info().to_dict(),
             "reference": {"spearman": round(ref_spearman, 4), "encode_s": round(ref_seconds, 1)}, "rows": rows}
@@ -96,10 +97,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['precision']} | {r['route']} | {r['size_ratio']:.1%} | {r['spearman']:.4f} | {r['delta']:+.4f} | "
             f"{r['target']} | {'yes' if r['meets_target'] else 'NO'} | {c['min']:.4f} / {c['p1']:.4f} / "
-            f"{c['mean']:.4f} | {stat} {g[g['statistic']]:.4f} vs {g['threshold']} "
+            f"{c['mean']:.4f} | {stat} {g[g['statistic']]:.4f} vs {g['threshold']}{_p1_floor(g)} "
             f"{'pass' if g['passed'] else 'FAIL'} (min {g['min_cosine']:.4f}) | {r['build_s']:.1f} | "
             f"{r['encode_s']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _p1_floor(gate: dict[str, Any]) -> str:
+    floor = gate.get("p1_threshold")
+    return "" if floor is None else f", p1 {gate['p1']:.4f} vs {floor}"
 
 
 def write_docs(path: Path, table: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ExportError
-from ..options import ExportOptions
+from ..options import P1, ExportOptions
 from ..precisions import NAMES
 from .context import add_model_arguments, load_context
 
@@ -29,7 +29,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accept-degraded", action="store_true",
                         help="publish even when the quality gate fails (recorded in report.json)")
     parser.add_argument("--min-cosine", action="append", default=[], metavar="P=V",
-                        help="gate threshold override, e.g. int8=0.985 (repeatable)")
+                        help="gate threshold override, e.g. int8=0.985, or a 1st-percentile floor, e.g. "
+                             "int4:p1=0.93 (repeatable)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow models whose architecture is custom code from their repository")
     parser.add_argument("--verification-limit", type=int, metavar="N",
@@ -47,21 +48,28 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
 
 
 def parse_thresholds(items: list[str]) -> dict[str, float]:
-    """``["int8=0.985", ...]`` -> ``{"int8": 0.985}``; bad entries raise ConfigError naming them."""
+    """``["int8=0.985", "int4:p1=0.93"]`` -> ``{"int8": 0.985, "int4:p1": 0.93}``; bad entries raise ConfigError
+    naming them."""
     thresholds = {}
     for item in items:
-        precision, sep, value = item.partition("=")
-        if not sep or precision not in NAMES:
-            raise ConfigError(f"--min-cosine {item!r}: expected PRECISION=VALUE with PRECISION one of "
-                              f"{', '.join(NAMES)}")
+        key, sep, value = item.partition("=")
+        precision, colon, statistic = key.partition(":")
+        if not sep or precision not in NAMES or (colon and statistic != P1):
+            raise ConfigError(f"--min-cosine {item!r}: expected PRECISION=VALUE or PRECISION:{P1}=VALUE with "
+                              f"PRECISION one of {', '.join(NAMES)}")
         try:
             number = float(value)
         except ValueError:
             number = float("nan")
         if not -1.0 <= number <= 1.0:
             raise ConfigError(f"--min-cosine {item!r}: VALUE must be a cosine between -1 and 1")
-        thresholds[precision] = number
+        thresholds[key] = number
     return thresholds
+
+
+def _p1_floor(gate: dict[str, Any]) -> str:
+    floor = gate.get("p1_threshold")
+    return "" if floor is None else f" and p1 {gate['p1']:.6f} >= {floor}"
 
 
 def summary_line(report: dict[str, Any], path: Path) -> str:
@@ -74,8 +82,8 @@ def summary_line(report: dict[str, Any], path: Path) -> str:
     note = f" [ONNX export failed, torch fallback: {fallback['reason']}]" if fallback else ""
     return (f"{report['name']}: {report['precision']} ({report['route']}) {report['weights_bytes'] / 1e6:.1f} MB "
             f"= {ratio:.1%} of fp32; gate {gate['statistic'].replace('_', ' ')} {gate[gate['statistic']]:.6f} >= "
-            f"{gate['threshold']}? {verdict} (min {gate['min_cosine']:.6f}, mean {gate['mean_cosine']:.6f}, "
-            f"p1 {gate['p1']:.6f}); {report['timings']['total']:.1f} s "
+            f"{gate['threshold']}{_p1_floor(gate)}? {verdict} (min {gate['min_cosine']:.6f}, "
+            f"mean {gate['mean_cosine']:.6f}, p1 {gate['p1']:.6f}); {report['timings']['total']:.1f} s "
             f"-> {path}{note}")
 
 

@@ -87,6 +87,9 @@ class Precision:
     build: RouteBuilder = field(repr=False, compare=False)
     supported_on: SupportCheck = field(repr=False, compare=False)
     gate_statistic: str = "min_cosine"  # which statistic of the per-sentence cosines the gate compares
+    # a second floor, on the 1st percentile of the cosines: for a precision gated on the mean, which alone would
+    # pass a build whose worst 1% of inputs fell apart (``--min-cosine P:p1=V`` overrides it)
+    gate_p1: float | None = None
     quantization_scheme: str | None = None  # the plan's ``quantization.scheme``
     quantization_method: bool = False  # a value of EMB_PROVIDER_QUANTIZATION_METHOD
     native_dtypes: tuple[str, ...] = ()  # config.json ``torch_dtype`` values that make ``auto`` pick it
@@ -102,6 +105,8 @@ class Precision:
             raise ValueError(f"precision {self.name}: runtime {self.runtime!r} is not one of {RUNTIME_KINDS}")
         if not 0 < self.gate_threshold <= 1:
             raise ValueError(f"precision {self.name}: gate threshold {self.gate_threshold} is not in (0, 1]")
+        if self.gate_p1 is not None and not 0 < self.gate_p1 <= 1:
+            raise ValueError(f"precision {self.name}: gate p1 floor {self.gate_p1} is not in (0, 1]")
         if self.quantization_method and not self.quantization_scheme:
             raise ValueError(f"precision {self.name}: a quantization method needs its quantization scheme")
 

@@ -16,12 +16,39 @@ vectors do not change.
 import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 OUTPUT = "sentence_embedding"
 DEFAULT_MAX_BATCH_TOKENS = 4096  # configs written before the parameter existed keep the budget they were built with
+# How each runtime says it ran out of device memory: torch raises torch.cuda.OutOfMemoryError ("CUDA out of
+# memory"); ONNX Runtime raises its RuntimeException with "Failed to allocate memory" (its arena) or
+# "CUDA failure 2: out of memory" (a CUDA call). Matched on text so this file needs neither library.
+OOM_MARKERS = ("out of memory", "failed to allocate memory")
+OOM_ADVICE = ("to fit, serve a smaller precision (int8 or int4), lower max_batch_size or the token budget per "
+              "batch, or run fewer instances per GPU (instance_group count)")
+
+
+def is_out_of_memory(exc):
+    """Whether ``exc`` is a runtime's out-of-memory error (torch's OutOfMemoryError, MemoryError, ORT's text)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return any(marker in str(exc).lower() for marker in OOM_MARKERS)
+
+
+def free_device_cache():
+    """Give torch's cached CUDA blocks back after an out-of-memory error, so the next call starts clean (a no-op
+    without torch or before CUDA is initialised)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def out_of_memory_message(exc, what):
+    """``what`` (e.g. "loading m on cuda:0") ran out of memory: the runtime's own words, then the ways to fit."""
+    return f"{what} ran out of memory ({type(exc).__name__}: {exc}); {OOM_ADVICE}"
 
 
 def _load_class(path, name):
@@ -71,7 +98,14 @@ class TritonPythonModel:
         gpu = args.get("model_instance_kind") == "GPU"
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else "cpu"
         threads = int(params.get("threads", "0")) or None
-        self.encoder = encoder_cls(version_dir, device=device, threads=threads)
+        try:
+            self.encoder = encoder_cls(version_dir, device=device, threads=threads)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            free_device_cache()
+            what = f"loading {args.get('model_name', 'the encoder')} on {device}"
+            raise RuntimeError(out_of_memory_message(exc, what)) from exc
         self.inputs = [tensor["name"] for tensor in config["input"]]
         self.max_batch_tokens = int(params.get("max_batch_tokens", DEFAULT_MAX_BATCH_TOKENS))
 
@@ -104,13 +138,19 @@ class TritonPythonModel:
 
         Why the retry: one request whose tensors make the runtime raise (e.g. token ids outside the vocabulary,
         sent to this model directly) would otherwise fail every request batched with it. When the batched call
-        raises, the requests are run alone, so only the offending one gets the error.
+        raises, the requests are run alone, so only the offending one gets the error. An out-of-memory error
+        frees the device cache first: a dynamic batch that did not fit often fits request by request.
         """
         try:
             vectors = self._run(pad_and_stack(feeds, self.inputs))
         except Exception as exc:  # noqa: BLE001 - any runtime failure is answered per request, never raised
+            oom = is_out_of_memory(exc)
+            if oom:
+                free_device_cache()
             if len(feeds) == 1:
-                return [pb_utils.TritonError(f"the encoder failed on this request: {exc}")]
+                message = (out_of_memory_message(exc, "the encoder, on this request,") if oom
+                           else f"the encoder failed on this request: {exc}")
+                return [pb_utils.TritonError(message)]
             return [part for feed in feeds for part in self._encode([feed])]
         sizes = np.cumsum([f[self.inputs[0]].shape[0] for f in feeds])[:-1]
         return np.split(vectors, sizes)

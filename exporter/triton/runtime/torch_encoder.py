@@ -11,6 +11,8 @@ Weight formats are recognised by their safetensors keys, so the loader does not 
   NF4 ``Linear4bit`` saved by bitsandbytes itself; rebuilt with ``Params4bit.from_prequantized``.
 - ``<name>.int8`` + ``<name>.scale``: an int8 row-wise tensor (the word-embedding table of the int4 route),
   dequantized at load time.
+- ``<module>.input_scale``: a per-input-channel vector the linear layer ``<module>``'s input is multiplied by
+  (activation-aware scaling: its weights were quantized as ``W * s`` per input channel, so it gets ``x / s``).
 - anything else: a plain tensor, cast to the compute dtype.
 """
 
@@ -32,6 +34,7 @@ WEIGHTS_FILE = "model.safetensors"
 NF4_MARKER = ".quant_state.bitsandbytes__nf4"
 INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".scale"
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "weightedmean", "lasttoken")
+INPUT_SCALE_SUFFIX = ".input_scale"
 IDENTITY = "torch.nn.modules.linear.Identity"
 # encoder-decoder families whose encoder alone makes the sentence vector, as sentence-transformers loads them
 # (its Transformer module's encoder-only registry): model_type -> transformers class
@@ -179,6 +182,21 @@ def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], 
     return used
 
 
+def _scale_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0] * module.input_scale,) + args[1:]
+
+
+def _set_input_scales(module: SentenceEncoder, tensors: dict[str, torch.Tensor], compute: torch.dtype) -> set[str]:
+    """Hook each ``<module>.input_scale`` in front of its layer (a buffer, so it follows ``.to(device)``)."""
+    used = set()
+    for key in (k for k in tensors if k.endswith(INPUT_SCALE_SUFFIX)):
+        layer = module.get_submodule(key[: -len(INPUT_SCALE_SUFFIX)])
+        layer.register_buffer("input_scale", tensors[key].to(compute), persistent=False)
+        layer.register_forward_pre_hook(_scale_input)
+        used.add(key)
+    return used
+
+
 def _plain_state(tensors: dict[str, torch.Tensor], skip: set[str]) -> dict[str, torch.Tensor]:
     """Plain tensors, with int8 row-wise tables dequantized (``w = int8 * scale`` per row)."""
     state = {}
@@ -203,7 +221,7 @@ def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncode
     compute = DTYPES[meta["compute_dtype"][kind]]
     module = build_module(meta, attn_implementation="sdpa" if kind == "cuda" else None, artefact_dir=artefact_dir)
     tensors = load_file(os.path.join(artefact_dir, meta.get("weights", WEIGHTS_FILE)))
-    used = _set_nf4_linears(module, tensors, compute, device)
+    used = _set_nf4_linears(module, tensors, compute, device) | _set_input_scales(module, tensors, compute)
     module.to(device)
     for p in module.parameters():
         if p.dtype.is_floating_point and p.__class__ is nn.Parameter:
