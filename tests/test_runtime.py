@@ -19,7 +19,14 @@ import pytest
 import torch
 
 from exporter.precisions import PRECISIONS
-from exporter.triton.config import ArtefactInfo, ServingOptions, encoder_config, ensemble_config, runtime_class
+from exporter.triton.config import (
+    EMBEDDING_OUTPUT,
+    ArtefactInfo,
+    ServingOptions,
+    encoder_config,
+    ensemble_config,
+    runtime_class,
+)
 from exporter.triton.runtime.torch_encoder import ENCODER_JSON
 
 pytestmark = pytest.mark.slow
@@ -90,4 +97,5 @@ def test_triton_configs_declare_float32_vectors_for_every_precision(bundled_arte
     fp32 = model_config_pb2().TYPE_FP32
     encoder = encoder_config(plan, info, ServingOptions(), gpu=plan.device != "cpu")
     assert [(o.data_type, list(o.dims)) for o in encoder.output] == [(fp32, [info.dim])]
-    assert [o.data_type for o in ensemble_config(plan, info, ServingOptions()).output] == [fp32]
+    outputs = {o.name: (o.data_type, list(o.dims)) for o in ensemble_config(plan, info, ServingOptions()).output}
+    assert outputs[EMBEDDING_OUTPUT] == (fp32, [info.dim])
