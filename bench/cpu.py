@@ -116,8 +116,10 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     return replace(base, **changes)
 
 
-def main(argv: list[str] | None = None, *, server_options: Mapping[str, Any] | None = None) -> int:
-    """The CLI; ``server_options`` are extra :class:`exporter.serve.ServerSettings` fields for the served runs."""
+def main(argv: list[str] | None = None, *, server_options: Mapping[str, Any] | None = None,
+         stem: str | None = None, command: str = COMMAND) -> int:
+    """The CLI; ``server_options`` are extra :class:`exporter.serve.ServerSettings` fields for the served runs,
+    ``stem`` the report's file name (default ``<host>-<date>``)."""
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so a running tritonserver is stopped and temp dirs are removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -136,11 +138,11 @@ def main(argv: list[str] | None = None, *, server_options: Mapping[str, Any] | N
         except (ConfigError, ModelError) as exc:  # a bad --model / --stsb / environment: say which, exit 2
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    command = " ".join([COMMAND, shlex.join(sys.argv[1:] if argv is None else argv)])
-    report.update(schema=SCHEMA, command=command.strip(),
+    line = " ".join([command, shlex.join(sys.argv[1:] if argv is None else argv)])
+    report.update(schema=SCHEMA, command=line.strip(),
                   duration_s=time.perf_counter() - started, baseline_label=BASELINE)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    stem = f"{report['machine']['host']}-{today()}" + ("-quick" if args.quick else "")
+    stem = (stem or f"{report['machine']['host']}-{today()}") + ("-quick" if args.quick else "")
     paths = write_report(report, args.out, stem)
     for target in report["targets"]:
         print(f"target {target['name']}: {target['value']:.2f}x (>= {target['threshold']}x) "

@@ -65,6 +65,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out = [f"# Benchmark: {report['model']} on {m['host']} ({report['created']})", "",
            f"- Machine: {_cpu_label(m)}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, "
            f"Python {m['python']}",
+           *[f"- GPU: {g['name']}, {g['memory_mib']:,} MiB, driver {g['driver']}" for g in m.get("gpus", [])],
            f"- Load average (1/5/15 min) at start {m['load_average_start']}, at end {m.get('load_average_end')}",
            *([f"- int8 kernel on this CPU: {int8_expectation(m['int8_kind'])}"] if "int8_kind" in m else []),
            f"- Libraries: {libs}",
