@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", help="comma-separated served concurrencies (default 1,4,16)")
     parser.add_argument("--repeats", type=int, help="timed windows per figure (default 3)")
     parser.add_argument("--window", type=float, help="seconds per timed window (default 2)")
+    parser.add_argument("--warmup", type=int, help="untimed requests before each figure (default 1; on a GPU the "
+                        "first requests also pay for CUDA kernel selection, so bench.gpu_served uses more)")
     parser.add_argument("--no-served", action="store_true", help="skip the Triton runs")
     parser.add_argument("--work", type=Path, help="keep built repositories here (default: a temp dir, removed)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -107,10 +109,12 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
         conc = _int_list(args.concurrency, "--concurrency")
         changes["concurrency"] = conc
         changes["headline_concurrency"] = base.headline_concurrency if base.headline_concurrency in conc else conc[0]
-    if args.repeats is not None or args.window is not None:
+    if args.repeats is not None or args.window is not None or args.warmup is not None:
         try:
             changes["settings"] = replace(base.settings, repeats=args.repeats or base.settings.repeats,
-                                          window_s=args.window or base.settings.window_s)
+                                          window_s=args.window or base.settings.window_s,
+                                          warmup_requests=base.settings.warmup_requests if args.warmup is None
+                                          else args.warmup)
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
     return replace(base, **changes)
