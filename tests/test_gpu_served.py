@@ -35,3 +35,28 @@ def test_gpu_served_warms_up_one_pass_of_batches_unless_told_otherwise(monkeypat
     assert seen["kwargs"]["stem"] == gpu_served.report_stem()
     gpu_served.main(["--warmup", "3"])
     assert seen["args"].warmup == 3
+
+
+def test_nvidia_smi_query_lines_become_gpu_records():
+    from bench.machine import parse_gpu_query
+
+    out = "NVIDIA H200, 143771, 580.159.04\nNVIDIA A100-SXM4-80GB, 81920, 550.54.15\n"
+    assert parse_gpu_query(out) == [{"name": "NVIDIA H200", "memory_mib": 143771, "driver": "580.159.04"},
+                                    {"name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920, "driver": "550.54.15"}]
+    assert parse_gpu_query("") == []
+
+
+def test_a_gpu_report_names_the_card_and_the_host_cpu():
+    """Rendered from the committed H200 record: the card in the header and the plot title, the CPU beside it."""
+    import json
+    from pathlib import Path
+
+    from bench.report import render_markdown
+
+    record = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "gpu-2026-12-01-served.json"
+    report = json.loads(record.read_text())
+    text = render_markdown(report)
+    assert "- GPU: NVIDIA H200, 143,771 MiB, driver 580.159.04" in text
+    assert "- Machine: Intel(R) Xeon(R) Processor" in text
+    assert "sentence-transformers fp16 in-process" in text
+    assert {r["runner"] for r in report["served"]} == {"fp16", "bf16", "int4"} and report["errors"] == []
