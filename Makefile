@@ -26,7 +26,7 @@ PY_VERSION := import sys; print("%d.%d" % sys.version_info[:2])
 STUB_CHECK := import sys; sys.excepthook = lambda t, e, tb: print(f"error: {e}", file=sys.stderr); \
 	from exporter.serve import check_stub_environment; check_stub_environment()
 
-.PHONY: setup demo test check clean
+.PHONY: setup demo test check clean gpu-bench
 
 setup: $(STAMP)
 
@@ -82,6 +82,12 @@ test: setup
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m unit
+
+# GPU host: its own environment (.venv-gpu, see scripts/gpu.sh), a repository built for the cuda target per
+# precision, the real Triton and the served benchmark (docs/benchmarks/gpu-<date>-served.*). Needs no `make setup`.
+# make gpu-bench [PRECISIONS=fp16,bf16,int4] [WHEEL_PARTS=dir] [PYTHON=python3]
+gpu-bench:
+	scripts/gpu.sh
 
 clean:
 	rm -rf $(VENV) model_repository/*/ build dist *.egg-info

@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", help="comma-separated served concurrencies (default 1,4,16)")
     parser.add_argument("--repeats", type=int, help="timed windows per figure (default 3)")
     parser.add_argument("--window", type=float, help="seconds per timed window (default 2)")
+    parser.add_argument("--warmup", type=int, help="untimed requests before each figure (default 1; on a GPU the "
+                        "first requests also pay for CUDA kernel selection, so bench.gpu_served uses more)")
     parser.add_argument("--no-served", action="store_true", help="skip the Triton runs")
     parser.add_argument("--work", type=Path, help="keep built repositories here (default: a temp dir, removed)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -107,17 +109,21 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
         conc = _int_list(args.concurrency, "--concurrency")
         changes["concurrency"] = conc
         changes["headline_concurrency"] = base.headline_concurrency if base.headline_concurrency in conc else conc[0]
-    if args.repeats is not None or args.window is not None:
+    if args.repeats is not None or args.window is not None or args.warmup is not None:
         try:
             changes["settings"] = replace(base.settings, repeats=args.repeats or base.settings.repeats,
-                                          window_s=args.window or base.settings.window_s)
+                                          window_s=args.window or base.settings.window_s,
+                                          warmup_requests=base.settings.warmup_requests if args.warmup is None
+                                          else args.warmup)
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
     return replace(base, **changes)
 
 
-def main(argv: list[str] | None = None, *, server_options: Mapping[str, Any] | None = None) -> int:
-    """The CLI; ``server_options`` are extra :class:`exporter.serve.ServerSettings` fields for the served runs."""
+def main(argv: list[str] | None = None, *, server_options: Mapping[str, Any] | None = None,
+         stem: str | None = None, command: str = COMMAND) -> int:
+    """The CLI; ``server_options`` are extra :class:`exporter.serve.ServerSettings` fields for the served runs,
+    ``stem`` the report's file name (default ``<host>-<date>``)."""
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so a running tritonserver is stopped and temp dirs are removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -136,11 +142,11 @@ def main(argv: list[str] | None = None, *, server_options: Mapping[str, Any] | N
         except (ConfigError, ModelError) as exc:  # a bad --model / --stsb / environment: say which, exit 2
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    command = " ".join([COMMAND, shlex.join(sys.argv[1:] if argv is None else argv)])
-    report.update(schema=SCHEMA, command=command.strip(),
+    line = " ".join([command, shlex.join(sys.argv[1:] if argv is None else argv)])
+    report.update(schema=SCHEMA, command=line.strip(),
                   duration_s=time.perf_counter() - started, baseline_label=BASELINE)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    stem = f"{report['machine']['host']}-{today()}" + ("-quick" if args.quick else "")
+    stem = (stem or f"{report['machine']['host']}-{today()}") + ("-quick" if args.quick else "")
     paths = write_report(report, args.out, stem)
     for target in report["targets"]:
         print(f"target {target['name']}: {target['value']:.2f}x (>= {target['threshold']}x) "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
+import subprocess
 from typing import Any, Iterable
 
 import psutil
@@ -35,7 +37,32 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "libraries": versions(),
+        "gpus": gpu_info(),
     }
+
+
+GPU_QUERY = "name,memory.total,driver_version"
+
+
+def parse_gpu_query(csv: str) -> list[dict[str, Any]]:
+    """``nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits`` lines as records."""
+    gpus = []
+    for line in csv.strip().splitlines():
+        name, memory, driver = (field.strip() for field in line.rsplit(",", 2))
+        gpus.append({"name": name, "memory_mib": int(float(memory)), "driver": driver})
+    return gpus
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    """The host's NVIDIA GPUs ([] without nvidia-smi or a GPU): a GPU figure is meaningless without the card."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return parse_gpu_query(out.stdout) if out.returncode == 0 else []
 
 
 def today() -> str:

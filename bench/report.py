@@ -58,6 +58,14 @@ def _cpu_label(machine: dict[str, Any]) -> str:
     return f"{machine['cpu']} ({int8_summary(machine['int8_features'], machine['int8_kind'])})"
 
 
+def _machine_label(machine: dict[str, Any]) -> str:
+    """What the figures ran on, for the plot title: the GPU when there is one (the host CPU is in the tables)."""
+    gpus = machine.get("gpus") or []
+    if gpus:
+        return f"{gpus[0]['name']} (host: {machine['cpu']} x{machine['cores']})"
+    return f"{_cpu_label(machine)} x{machine['cores']}"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The human report: machine, settings, targets, quality, in-process and served tables, the plot."""
     m, s = report["machine"], report["settings"]
@@ -65,6 +73,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out = [f"# Benchmark: {report['model']} on {m['host']} ({report['created']})", "",
            f"- Machine: {_cpu_label(m)}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, "
            f"Python {m['python']}",
+           *[f"- GPU: {g['name']}, {g['memory_mib']:,} MiB, driver {g['driver']}" for g in m.get("gpus", [])],
            f"- Load average (1/5/15 min) at start {m['load_average_start']}, at end {m.get('load_average_end')}",
            *([f"- int8 kernel on this CPU: {int8_expectation(m['int8_kind'])}"] if "int8_kind" in m else []),
            f"- Libraries: {libs}",
@@ -188,7 +197,7 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"{report['model']}, STS-B dev sentences, batch {report['settings']['batch_size']}, "
-                 f"{_cpu_label(report['machine'])} x{report['machine']['cores']}", fontsize=10)
+                 f"{_machine_label(report['machine'])}", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -225,11 +225,16 @@ def _precision_steps(run: _Run, precision: str) -> None:
     if run.args.no_served:
         return
     served_runs = _served_runs(run.workloads, profile)
-    with run.timed(f"{precision}: served"), tqdm(total=len(served_runs) * profile.settings.repeats,
-                                                 desc=f"served {precision}", unit="window", file=sys.stderr,
-                                                 leave=False) as bar:
-        report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings, precision,
-                                              on_window=lambda: bar.update(1), server_options=run.server_options)
+    try:
+        with run.timed(f"{precision}: served"), tqdm(total=len(served_runs) * profile.settings.repeats,
+                                                     desc=f"served {precision}", unit="window", file=sys.stderr,
+                                                     leave=False) as bar:
+            report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings,
+                                                  precision, on_window=lambda: bar.update(1),
+                                                  server_options=run.server_options)
+    except Exception as exc:  # a model the server cannot load is a finding too; the other precisions still run
+        log.error("%s: served run failed: %s", precision, exc)
+        report["errors"].append(f"{precision}: served run failed: {str(exc).splitlines()[0]}")
 
 
 def _precisions(args: argparse.Namespace, profile: Any, device: Any) -> tuple[str, ...]:

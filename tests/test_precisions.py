@@ -84,3 +84,34 @@ def test_importing_the_registry_imports_no_heavy_library():
 def test_only_int8_depends_on_the_cpus_int8_kernels():
     # what `exporter plan --why` lists the per-CPU-kind expectations for (an ONNX Runtime integer-GEMM graph)
     assert [name for name, p in PRECISIONS.items() if p.cpu_int8_kernels] == ["int8"]
+
+
+def test_fp16_drops_the_identical_casts_that_onnxruntime_before_1_32_adds():
+    """onnxruntime-gpu 1.31.1's float16 converter gives each consumer its own copy of one Cast node (same name, same
+    output): ONNX Runtime refuses that graph. The route keeps one copy; a node that merely shares a name stays."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from exporter.precisions.fp16 import drop_duplicate_nodes
+
+    cast = helper.make_node("Cast", ["x"], ["x_cast_to_fp32"], to=TensorProto.FLOAT, name="x_cast_to_fp32_node")
+    nodes = [cast, helper.make_node("Sqrt", ["x_cast_to_fp32"], ["a"], name="sqrt"),
+             helper.make_node("Cast", ["x"], ["x_cast_to_fp32"], to=TensorProto.FLOAT, name="x_cast_to_fp32_node"),
+             helper.make_node("Neg", ["x_cast_to_fp32"], ["b"], name="neg")]
+    info = helper.make_tensor_value_info("x_cast_to_fp32", TensorProto.FLOAT, [2])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("a", "b")],
+                              value_info=[info, info])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(Exception, match="same node name"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert drop_duplicate_nodes(model.graph) == 1
+    assert [n.name for n in model.graph.node] == ["x_cast_to_fp32_node", "sqrt", "neg"]
+    assert len(model.graph.value_info) == 1
+    onnx.checker.check_model(model)
+    a, b = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": np.array([4, 9], dtype=np.float16)})
+    assert a.tolist() == [2, 3] and b.tolist() == [-4, -9]
+    assert drop_duplicate_nodes(model.graph) == 0

@@ -40,7 +40,37 @@ def build_torch(job: BuildJob, work: Path) -> RouteResult:
 def _to_float16(model, result: RouteResult) -> None:
     with result.timed("fp16"):
         model.convert_float_to_float16(keep_io_types=True, op_block_list=fp32_ops())
+        removed = drop_duplicate_nodes(model.model.graph)
     result.details["fp32_ops"] = list(EXTRA_FP32_OPS)
+    if removed:
+        result.details["duplicate_casts_removed"] = removed
+
+
+def drop_duplicate_nodes(graph) -> int:
+    """Keep the first of byte-identical nodes (and value_info entries) of ``graph``; returns how many were dropped.
+
+    ONNX Runtime's float16 converter before 1.32 (e.g. onnxruntime-gpu 1.31.1, the newest GPU build on PyPI) adds
+    one ``<tensor>_cast_to_fp32_node`` Cast per consumer of a tensor that an fp32-kept op reads: identical nodes
+    with one name and one output, which ONNX Runtime refuses to load ("two nodes with same node name"). 1.32
+    shares one Cast, which is what this leaves. Identical nodes compute the same tensor, so dropping the later
+    copies changes nothing else; the first copy precedes every consumer in a topologically sorted graph."""
+    def dedupe(items) -> int:
+        seen: set[bytes] = set()
+        keep = []
+        for item in items:
+            key = item.SerializeToString(deterministic=True)
+            if key not in seen:
+                seen.add(key)
+                keep.append(item)
+        dropped = len(items) - len(keep)
+        if dropped:
+            del items[:]
+            items.extend(keep)
+        return dropped
+
+    removed = dedupe(graph.node)
+    dedupe(graph.value_info)
+    return removed
 
 
 PRECISION = Precision(

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One command on a GPU host (`make gpu-bench`): an environment of its own, a repository built for the cuda target
+# per precision, the real Triton (python backend, from nvidia-pytriton) serving it, and the served benchmark
+# against sentence-transformers fp16 in-process on the same card. Run it from the checkout's root:
+#
+#   scripts/gpu.sh [extra python -m bench.gpu_served arguments]
+#
+# Environment variables (all optional):
+#   GPU_VENV     the environment to create or reuse (default .venv-gpu)
+#   PYTHON       the host python whose CUDA torch stack the environment reuses (default python3; 3.11 or 3.12)
+#   WHEEL_PARTS  offline host: a folder holding the parts scripts/gpu_wheelhouse.sh made (wheels.tar.xz.NN);
+#                they are unpacked to $GPU_VENV.wheels and installed from there, without an index
+#   WHEELHOUSE   offline host: a folder of those wheels, already unpacked
+#   PRECISIONS   default fp16,bf16,int4
+#   STSB         the STS-B dev csv (default ../shared/data/stsb/sts-dev.csv)
+#   BENCH_OUT    where the report goes (default docs/benchmarks)
+#
+# How the Triton python stub gets its environment (bench/gpu_env.py says why in full): the stub runs the first
+# python3 on PATH, which the launcher (exporter.serve) sets to this environment's. The environment is a copy of the
+# host's CUDA python environment when that is a venv (a venv over a venv would not see its torch), else a venv over
+# the host's site-packages; numpy 1.26 and numpy-1 builds of scipy/scikit-learn are installed into it. So the stub,
+# the models, the build and the benchmark run one environment whose numpy the stub accepts; the host's files are
+# not changed and no .pth file is written.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTRITON=nvidia-pytriton==0.7.0
+venv=${GPU_VENV:-.venv-gpu}
+python=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
+
+command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "error: no NVIDIA GPU here (nvidia-smi -L failed)" >&2; exit 1; }
+
+if [ -n "${WHEEL_PARTS:-}" ]; then
+  WHEELHOUSE=$venv.wheels
+  if [ ! -f "$WHEELHOUSE/.complete" ]; then
+    rm -rf "$WHEELHOUSE" && mkdir -p "$WHEELHOUSE"
+    cat "$WHEEL_PARTS"/wheels.tar.xz.[0-9][0-9] | xz -d -T0 | tar -x -C "$WHEELHOUSE"
+    touch "$WHEELHOUSE/.complete"
+  fi
+fi
+
+[ -x "$venv/bin/python" ] || "$python" -m bench.gpu_env create "$venv" --python "$python"
+stamp=$venv/.installed
+want=$(cat scripts/gpu-requirements.txt scripts/gpu-requirements-host.txt | sha1sum | cut -c1-12)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # a host's CPU onnxruntime shares the onnxruntime/ package directory with onnxruntime-gpu: out of our copy first
+  "$venv/bin/python" -m pip uninstall -q -y onnxruntime 2>/dev/null || true
+  if [ -n "${WHEELHOUSE:-}" ]; then
+    # exactly the wheels packed for this host; the rest of the stack is the host's own
+    "$venv/bin/python" -m pip install -q --no-index --no-deps --no-compile "$WHEELHOUSE"/*.whl
+  else
+    "$venv/bin/python" -m pip install -q -r scripts/gpu-requirements-host.txt -r scripts/gpu-requirements.txt
+    "$venv/bin/python" -m pip install -q --no-deps "$PYTRITON"  # its own pins (tritonclient[grpc] ...) unneeded
+  fi
+  echo "$want" > "$stamp"
+fi
+
+# ONNX Runtime's CUDA provider loads cuBLAS/cuDNN/cuFFT by name: use the ones that came with torch's wheels.
+libs=$("$venv/bin/python" -m bench.gpu_env libs)
+export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+"$venv/bin/python" -c 'import numpy, onnxruntime as o; assert "CUDAExecutionProvider" in o.get_available_providers(), o.get_available_providers(); print("environment: numpy", numpy.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
+
+exec "$venv/bin/python" -m bench.gpu_served --device cuda --precisions "${PRECISIONS:-fp16,bf16,int4}" \
+  ${STSB:+--stsb "$STSB"} --out "${BENCH_OUT:-docs/benchmarks}" "$@"
