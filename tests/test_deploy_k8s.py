@@ -82,10 +82,16 @@ def test_triton_deployment_probes_repository_and_graceful_shutdown(tmp_path):
 
 
 def test_gpu_build_gets_gpu_resources_by_default_and_cpu_flag_overrides(tmp_path):
-    gpu = _kind(_generate(tmp_path / "a", target="cuda:9.0"), "Deployment", "triton")
+    gpu_files = _generate(tmp_path / "a", target="cuda:9.0")
+    gpu = _kind(gpu_files, "Deployment", "triton")
     assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    cpu = _kind(_generate(tmp_path / "b", "--cpu", target="cuda:9.0"), "Deployment", "triton")
-    assert "nvidia.com/gpu" not in json.dumps(cpu)
+    cpu_files = _generate(tmp_path / "b", "--cpu", target="cuda:9.0")
+    assert "nvidia.com/gpu" not in json.dumps(_kind(cpu_files, "Deployment", "triton"))
+    # a GPU replica is full at a few ms of queue, a CPU one at tens (docs/scaling.md); the flag overrides both
+    queue = {name: _kind(files, "HorizontalPodAutoscaler", "triton-hpa")["spec"]["metrics"][0]["pods"]["target"]
+             for name, files in (("gpu", gpu_files), ("cpu", cpu_files),
+                                 ("set", _generate(tmp_path / "c", "--queue-target-us", "20000")))}
+    assert {k: v["averageValue"] for k, v in queue.items()} == {"gpu": "5000", "cpu": "50000", "set": "20000"}
 
 
 def test_only_the_gateway_reaches_triton_and_hpa_scales_on_queue_time(tmp_path):

@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "AZURE_STORAGE_*), passed to Triton as environment variables")
     parser.add_argument("--request-timeout", type=int, default=defaults.request_timeout, metavar="S",
                         help="longest request in seconds; termination grace is derived from it")
+    parser.add_argument("--queue-target-us", type=int, metavar="US",
+                        help="the HPA adds Triton replicas when the average queue time per request passes this "
+                        f"(default {k8s.GPU_QUEUE_TARGET_US} on GPU, {k8s.CPU_QUEUE_TARGET_US} on CPU; "
+                        "docs/scaling.md)")
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         repository=args.repository, gpu=k8s.wants_gpu(manifest) if args.gpu is None else args.gpu,
         replicas=args.replicas, max_replicas=args.max_replicas, namespace=args.namespace,
         triton_image=args.triton_image, gateway_image=args.gateway_image, gateway=args.gateway,
-        credentials_secret=args.credentials_secret, request_timeout=args.request_timeout)
+        credentials_secret=args.credentials_secret, request_timeout=args.request_timeout,
+        queue_target_us=args.queue_target_us)
     written = k8s.write(Path(args.out), options, models)
     if args.json:
         print(json.dumps({"out": args.out, "files": [str(p) for p in written], "models": models,
