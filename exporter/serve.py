@@ -136,6 +136,30 @@ def gpu_available() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
+def hold_ensemble(ensemble: Path, serving: int | None) -> None:
+    """Show Triton only the ensemble version it serves (``serving``; none for a new model) while the new steps load.
+
+    Loading a step makes Triton reload the ensembles that use it, from the repository: were the new ensemble version
+    already there, it would go live over the old steps, or over a half-loaded build when a step fails to load.
+    """
+    if ensemble.is_symlink():  # the local view links models it does not rewrite
+        target = ensemble.resolve()
+        ensemble.unlink()
+        ensemble.mkdir()
+        shutil.copy2(target / "config.pbtxt", ensemble / "config.pbtxt")
+    for version in (p for p in ensemble.iterdir() if p.is_dir()):
+        shutil.rmtree(version)
+    if serving is not None:
+        (ensemble / str(serving)).mkdir()
+
+
+def release_ensemble(ensemble: Path, version: int) -> None:
+    """Once its steps are loaded, the ensemble's new version (an empty directory) appears for Triton to load."""
+    for old in (p for p in ensemble.iterdir() if p.is_dir()):
+        shutil.rmtree(old)
+    (ensemble / str(version)).mkdir()
+
+
 class TritonServer:
     """One tritonserver process group: start, wait ready, stop (idempotent), restart; usable as a context."""
 
@@ -431,6 +455,7 @@ def stub_environment(binary: Path, env: Mapping[str, str]) -> dict[str, str]:
         libs.append(libdir)
     env["LD_LIBRARY_PATH"] = _prepend(os.pathsep.join(libs), env.get("LD_LIBRARY_PATH"))
     env["PATH"] = _prepend(str(Path(sys.prefix) / "bin"), env.get("PATH"))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the python models live in the user's repository: leave it as built
     return env
 
 
@@ -549,28 +574,3 @@ def check_stub_environment(binary: Path | None = None, env: Mapping[str, str] | 
 
 __all__ = ["ServeError", "ServerSettings", "StubFacts", "TritonServer", "check_stub_environment", "free_ports",
            "group_members", "stub_environment_problems"]
-
-
-
-def hold_ensemble(ensemble: Path, serving: int | None) -> None:
-    """Show Triton only the ensemble version it serves (``serving``; none for a new model) while the new steps load.
-
-    Loading a step makes Triton reload the ensembles that use it, from the repository: were the new ensemble version
-    already there, it would go live over the old steps, or over a half-loaded build when a step fails to load.
-    """
-    if ensemble.is_symlink():  # the local view links models it does not rewrite
-        target = ensemble.resolve()
-        ensemble.unlink()
-        ensemble.mkdir()
-        shutil.copy2(target / "config.pbtxt", ensemble / "config.pbtxt")
-    for version in (p for p in ensemble.iterdir() if p.is_dir()):
-        shutil.rmtree(version)
-    if serving is not None:
-        (ensemble / str(serving)).mkdir()
-
-
-def release_ensemble(ensemble: Path, version: int) -> None:
-    """Once its steps are loaded, the ensemble's new version (an empty directory) appears for Triton to load."""
-    for old in (p for p in ensemble.iterdir() if p.is_dir()):
-        shutil.rmtree(old)
-    (ensemble / str(version)).mkdir()

@@ -100,6 +100,7 @@ def test_a_new_build_is_loaded_under_load_without_a_failed_request(rolling_repos
         with EmbeddingClient(server.http_url, model=NAME) as client:
             result = client.embed_with_usage(TEXTS)
         assert result.model_versions == ("2",) and np.allclose(result.vectors, reference, atol=1e-5)
+        assert not list(dest.rglob("__pycache__")), "serving leaves the published repository as built"
     finally:
         server.stop()
 

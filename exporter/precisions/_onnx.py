@@ -29,6 +29,8 @@ def export_fp32(job: BuildJob, path: Path, result: RouteResult) -> Path:
     with result.timed("export"):
         try:
             export_onnx(encoder, job.spec, path)
+        except OSError:
+            raise  # writing the graph failed (full disk, read-only): the build names the place, no torch fallback
         except Exception as exc:  # the tracer's own errors have no common base class
             model_type = job.spec.config.get("model_type")
             raise OnnxExportError(f"{job.spec.model_dir} (model_type {model_type!r}) cannot be exported to ONNX: "
