@@ -53,6 +53,7 @@ _PLACEHOLDER_FILES = {"README.md", ".gitkeep"}
 _CONFIG_TOOLS = ("tritonclient", "protobuf")  # model_config_pb2 (Triton's schema) and its parser
 
 _TORCH_PRECISIONS = " / ".join(name for name, p in PRECISIONS.items() if p.runtime == "torch")
+VERSION_PLACEHOLDER = ".keep"  # an empty version directory survives object storage with this file in it
 README = f"""\
 # model_repository/
 
@@ -69,6 +70,11 @@ Per model `<name>` (names, precisions, routes, dims and artefact hashes are list
 
 The ensemble's and the encoder's `parameters` record `precision`, `route`, `dim`, `model` and `max_seq_length`; the
 ensemble's also `normalized`, `prompts` (JSON), `default_prompt_name` and `truncate_dim` (the last two when set).
+
+Each model's files sit in a version directory numbered per build (`manifest.json` `"version"`): building a model
+again into this repository gives it the next number, which `exporter serve` loads beside the serving one (rolling
+update). The ensemble's version directory holds only `{VERSION_PLACEHOLDER}`, so that object stores, which have no
+empty directories, keep it.
 """  # noqa: E501 (markdown table rows of the generated README)
 
 
@@ -131,9 +137,6 @@ def assemble(root: Path, entries: list[ModelEntry], options: ServingOptions,
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     validate_repository(root)
     return manifest
-
-
-VERSION_PLACEHOLDER = ".keep"
 
 
 def published_versions(repository: Path) -> dict[str, int]:
