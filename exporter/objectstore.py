@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -116,10 +117,11 @@ def _local_files(root: Path) -> dict[str, dict[str, Any]]:
             for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
 
 
-def new_build_id(manifest: dict[str, Any]) -> str:
-    """``<UTC time>-<8 hex of the manifest>``: sorts by time, unique per content."""
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:8]
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest
+def new_build_id() -> str:
+    """``<UTC time to the microsecond>-<8 random hex>``: sorts by time, and two publishes never share a prefix (not
+    even of the same content in the same second from two machines: each build's prefix is immutable)."""
+    seconds, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(seconds))}.{micro:06d}Z-{secrets.token_hex(4)}"
 
 
 def publish(local: Path, url: str) -> BuildInfo:
@@ -133,7 +135,7 @@ def publish(local: Path, url: str) -> BuildInfo:
     validate_repository(local)
     manifest = json.loads((local / MANIFEST).read_text(encoding="utf-8"))
     store = open_store(url)
-    build_id = new_build_id(manifest)
+    build_id = new_build_id()
     files = _local_files(local)
     record = {"build": build_id, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "models": [m["name"] for m in manifest.get("models", [])], "files": files}

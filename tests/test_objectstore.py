@@ -55,6 +55,13 @@ def root(s3_env, request) -> str:
     return f"s3://{BUCKET}/{request.node.name[:40]}"
 
 
+def test_build_ids_are_unique_and_sort_by_time():
+    """Each build's prefix is immutable: two publishes in the same second (found by CI: the same content twice)
+    must not share one, and listing by id keeps the order they were made in."""
+    ids = [objectstore.new_build_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids) and ids == sorted(ids)
+
+
 def test_unknown_scheme_and_incomplete_targets_are_clear_errors(s3_env, tmp_path):
     with pytest.raises(ConfigError, match=r"repository URL 'ftp://x/y': expected s3://bucket/prefix"):
         objectstore.open_store("ftp://x/y")
