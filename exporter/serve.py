@@ -62,7 +62,7 @@ class ServerSettings:
     exit_timeout: int = 10
     encoder_threads: int = 0
     log_verbose: int = 0
-    # Appended to the launcher's own tritonserver arguments, e.g. ("--model-control-mode=explicit", "--load-model=*").
+    # Appended to the launcher's own tritonserver arguments, e.g. ("--strict-readiness=false",).
     extra_args: tuple[str, ...] = ()
     # Extra environment for the server and its python stubs, laid over os.environ. The launcher then prepends what
     # the bundled binary needs to PATH and LD_LIBRARY_PATH (so values given here are extended, not replaced).
@@ -172,6 +172,7 @@ class TritonServer:
         self.manifest = read_manifest(self.settings.repository)
         self.process: subprocess.Popen | None = None
         self._work: tempfile.TemporaryDirectory | None = None
+        self._gpu: bool | None = None  # whether this host has a GPU, asked once (nvidia-smi) for the local views
         self.log_path: Path | None = None
 
     # -- endpoints -------------------------------------------------------------------------------------------
@@ -237,8 +238,7 @@ class TritonServer:
             env = stub_environment(binary, env)
             if s.check_environment:
                 check_stub_environment(binary, env)
-            repository = make_local_view(s.repository, work / "repository", gpu=gpu_available(),
-                                         encoder_threads=s.encoder_threads)
+            repository = self._local_view(work / "repository")
             extra = [f"--backend-directory={make_backend_dir(binary, work / 'backends')}"]
         command = [str(binary), f"--model-repository={repository}", *extra,
                    f"--http-address={s.host}", f"--http-port={s.http_port}",
@@ -250,6 +250,13 @@ class TritonServer:
                    "--model-control-mode=explicit", "--load-model=*",
                    f"--log-verbose={s.log_verbose}", *s.extra_args]
         return command, env
+
+    def _local_view(self, target: Path) -> Path:
+        """The bundled binary's view of the repository, derived at ``target`` (:func:`make_local_view`)."""
+        if self._gpu is None:
+            self._gpu = gpu_available()
+        return make_local_view(self.settings.repository, target, gpu=self._gpu,
+                               encoder_threads=self.settings.encoder_threads)
 
     def _get(self, path: str) -> int:
         try:
@@ -332,8 +339,7 @@ class TritonServer:
             view = Path(self._work.name) / "repository"
             fresh = view.with_name("repository.next")
             shutil.rmtree(fresh, ignore_errors=True)  # what a failed reload left
-            make_local_view(self.settings.repository, fresh, gpu=gpu_available(),
-                            encoder_threads=self.settings.encoder_threads)
+            self._local_view(fresh)
             for model in manifest["models"]:
                 hold_ensemble(fresh / model["triton_models"]["ensemble"], loaded.get(model["name"]))
             previous = swap_in(fresh, view)

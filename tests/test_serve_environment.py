@@ -146,11 +146,11 @@ def test_extra_args_and_env_reach_the_server(tmp_path):
     binary.chmod(0o755)
     server = TritonServer(ServerSettings(repository(tmp_path / "repo"), tritonserver=str(binary), http_port=0,
                                          grpc_port=0, metrics_port=0, env={"EMB_TEST": "1", "PATH": "/mine"},
-                                         extra_args=("--model-control-mode=explicit", "--load-model=*")))
+                                         extra_args=("--strict-readiness=true", "--log-info=false")))
     with pytest.raises(ServeError, match="tritonserver exited with code 3"):
         server.start()
     seen = json.loads(record.read_text())
-    assert seen["argv"][-2:] == ["--model-control-mode=explicit", "--load-model=*"]
+    assert seen["argv"][-2:] == ["--strict-readiness=true", "--log-info=false"]
     assert seen["env"]["EMB_TEST"] == "1"
     assert seen["env"]["PATH"] == os.pathsep.join([str(Path(sys.prefix) / "bin"), "/mine"])  # extended, not replaced
 

@@ -134,13 +134,12 @@ def _reload(servers: list[TritonServer]) -> None:
     """Load a new build into every replica, one after the other (a failure leaves that replica on the old build)."""
     for server in servers:
         try:
-            names = server.reload()
+            server.reload()
         except (ServeError, ConfigError) as exc:
             log.error("reload of %s failed, still serving the previous build: %s", server.http_url, exc)
             continue
         versions = ", ".join(f"{m['name']} v{m.get('version', 1)}" for m in server.manifest["models"])
-        print(f"reloaded {server.http_url}: {versions}" if names else f"reloaded {server.http_url}", flush=True,
-              file=sys.stderr)
+        print(f"reloaded {server.http_url}: {versions}", flush=True, file=sys.stderr)
 
 
 MAX_REPLICAS = 16

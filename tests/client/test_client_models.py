@@ -63,9 +63,8 @@ def repository(fp32_repository, served_model, tmp_path_factory) -> tuple[Path, s
 
 @pytest.fixture(scope="module")
 def server(repository):
-    # The project's launcher, in explicit model-control mode with every model of the repository loaded.
-    triton = TritonServer(ServerSettings(repository[0], http_port=0, grpc_port=0, metrics_port=0,
-                                         extra_args=("--model-control-mode=explicit", "--load-model=*")))
+    # The project's launcher: explicit model control with every model of the repository loaded, as always.
+    triton = TritonServer(ServerSettings(repository[0], http_port=0, grpc_port=0, metrics_port=0))
     triton.start()
     try:
         yield triton
