@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -131,6 +132,15 @@ def gate_statistic(precision: str) -> str:
     return get(precision).gate_statistic
 
 
+def gate_checks(gate: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """The gate's comparisons as (what, value, floor): its statistic against the threshold, then the 1st percentile
+    against its floor where the precision has one. ``gate``: report.json's "gate" (a :class:`GateResult`'s keys)."""
+    checks = [(gate["statistic"].replace("_", " "), gate[gate["statistic"]], gate["threshold"])]
+    if gate.get("p1_threshold") is not None:
+        checks.append(("p1", gate["p1"], gate["p1_threshold"]))
+    return checks
+
+
 def run_gate(encoder: Encoder, tokenizer_dir: Path, reference: np.ndarray, sentences: list[str],
              max_seq_length: int, threshold: float, *, statistic: str = "min_cosine",
              p1_floor: float | None = None, accept_degraded: bool = False, label: str = "artefact") -> GateResult:
@@ -146,9 +156,7 @@ def run_gate(encoder: Encoder, tokenizer_dir: Path, reference: np.ndarray, sente
     worst = [{"cosine": round(float(cos[i]), 6), "text": sentences[i][:120]} for i in worst_idx]
     stats = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
              "p1": float(np.percentile(cos, 1))}
-    value = stats[statistic]
-    name = statistic.replace("_", " ")
-    checks = [(name, value, threshold)] + ([("p1", stats["p1"], p1_floor)] if p1_floor is not None else [])
+    checks = gate_checks({**stats, "statistic": statistic, "threshold": threshold, "p1_threshold": p1_floor})
     passed = all(got >= floor for _, got, floor in checks)
     result = GateResult(
         **{k: round(v, 7) for k, v in stats.items()}, threshold=threshold, passed=passed,

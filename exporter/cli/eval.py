@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from ..cpu import CpuInfo, cpu_info
-from ..models import native_dtype
 from ..plan import resolve_as
 from ..precisions import NAMES
 from ..stsb import load_stsb, row, spearman, timed_vectors
@@ -49,7 +48,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     ctx = load_context(args)
     spec = ctx.specs[0]
     model_dir = ctx.model_dir(spec.model)
-    native = native_dtype(model_dir)
+    base = ctx.plans[0]  # the model as planned for this host: its native dtype, and whether it is remote code
     sentences = pairs.sentences
     options = ExportOptions(accept_degraded=True, verification_limit=args.verification_limit)
     rows = []
@@ -58,7 +57,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         reference = ref_seconds = ref_spearman = None
         for precision in args.precisions or list(NAMES):
             plan = resolve_as(dataclasses.replace(spec, name=f"{spec.name}-{precision}"), ctx.config, ctx.device,
-                              precision, native, by="exporter eval")
+                              precision, base.native_dtype, by="exporter eval", remote_code=base.remote_code)
             artefact = export_artefact(plan, model_dir, out, options)
             path, report = artefact.path, artefact.report
             max_len = report["max_seq_length"]
@@ -66,11 +65,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 reference, ref_seconds = timed_vectors(
                     lambda s: reference_embeddings(Path(str(model_dir)), s, max_len), sentences)
                 ref_spearman = spearman(pairs, reference)
-            encoder = runtime_class(plan.runtime)(str(path))
+            encoder = runtime_class(report["runtime"])(str(path))  # torch after an ONNX export fallback
             vectors, seconds = timed_vectors(lambda s: encode(encoder, path / "tokenizer", s, max_len), sentences)
             cos = cosines(np.stack([vectors[s] for s in sentences]), np.stack([reference[s] for s in sentences]))
             gate = report["gate"]
-            rows.append(row(precision, spearman(pairs, vectors), ref_spearman, route=plan.route,
+            rows.append(row(precision, spearman(pairs, vectors), ref_spearman, route=report["route"],
                             size_ratio=report["size_ratio_vs_fp32"],
                             sts_cosine={"min": round(float(cos.min()), 4),
                                         "p1": round(float(np.percentile(cos, 1)), 4),
@@ -85,6 +84,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     """The results as a markdown table."""
+    from ..verify import gate_checks
+
     lines = [f"Model `{result['model']}`, STS-B {result['pairs']} pairs ({result['sentences']} sentences); "
              f"sentence-transformers fp32 reference Spearman **{result['reference']['spearman']:.4f}**. "
              f"Measured on {CpuInfo.from_dict(result['cpu']).describe()}.", "",
@@ -93,19 +94,14 @@ def markdown(result: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         g, c = r["gate"], r["sts_cosine"]
-        stat = g["statistic"].replace("_cosine", "")
+        checks = ", ".join(f"{what.replace(' cosine', '')} {got:.4f} vs {floor}" for what, got, floor in gate_checks(g))
         lines.append(
             f"| {r['precision']} | {r['route']} | {r['size_ratio']:.1%} | {r['spearman']:.4f} | {r['delta']:+.4f} | "
             f"{r['target']} | {'yes' if r['meets_target'] else 'NO'} | {c['min']:.4f} / {c['p1']:.4f} / "
-            f"{c['mean']:.4f} | {stat} {g[g['statistic']]:.4f} vs {g['threshold']}{_p1_floor(g)} "
+            f"{c['mean']:.4f} | {checks} "
             f"{'pass' if g['passed'] else 'FAIL'} (min {g['min_cosine']:.4f}) | {r['build_s']:.1f} | "
             f"{r['encode_s']:.1f} |")
     return "\n".join(lines) + "\n"
-
-
-def _p1_floor(gate: dict[str, Any]) -> str:
-    floor = gate.get("p1_threshold")
-    return "" if floor is None else f", p1 {gate['p1']:.4f} vs {floor}"
 
 
 def write_docs(path: Path, table: str) -> None:

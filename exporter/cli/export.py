@@ -67,22 +67,20 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
     return thresholds
 
 
-def _p1_floor(gate: dict[str, Any]) -> str:
-    floor = gate.get("p1_threshold")
-    return "" if floor is None else f" and p1 {gate['p1']:.6f} >= {floor}"
-
-
 def summary_line(report: dict[str, Any], path: Path) -> str:
     """One human line per artefact: precision, size, ratio, gate numbers, time."""
+    from ..verify import gate_checks
+
     gate = report["gate"]
+    checks = gate_checks(gate)
     verdict = "passed" if gate["passed"] else ("FAILED, accepted (--accept-degraded)" if gate["accepted_degraded"]
                                                else "FAILED")
     ratio = report.get("size_ratio_vs_fp32") or 0.0
     fallback = report.get("route_details", {}).get("fallback")
     note = f" [ONNX export failed, torch fallback: {fallback['reason']}]" if fallback else ""
     return (f"{report['name']}: {report['precision']} ({report['route']}) {report['weights_bytes'] / 1e6:.1f} MB "
-            f"= {ratio:.1%} of fp32; gate {gate['statistic'].replace('_', ' ')} {gate[gate['statistic']]:.6f} >= "
-            f"{gate['threshold']}{_p1_floor(gate)}? {verdict} (min {gate['min_cosine']:.6f}, "
+            f"= {ratio:.1%} of fp32; gate {' and '.join(f'{what} {got:.6f} >= {floor}' for what, got, floor in checks)}"
+            f"? {verdict} (min {gate['min_cosine']:.6f}, "
             f"mean {gate['mean_cosine']:.6f}, p1 {gate['p1']:.6f}); {report['timings']['total']:.1f} s "
             f"-> {path}{note}")
 

@@ -95,12 +95,12 @@ def int8_rows(weight: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
     return {name + INT8_SUFFIX: q, name + SCALE_SUFFIX: scale.half()}
 
 
-def linear_layers(encoder: SentenceEncoder) -> dict[str, torch.nn.Linear]:
+def linear_layers(encoder: SentenceEncoder, kept: Iterable[str] | None = None) -> dict[str, torch.nn.Linear]:
     """The transformer's linear layers that go NF4, by module name (Dense layers after pooling stay fp16, and so
-    do those of :func:`kept_fp16`)."""
+    do those of :func:`kept_fp16`, unless given as ``kept``)."""
     from torch import nn
 
-    kept = set(kept_fp16(encoder))
+    kept = set(kept_fp16(encoder) if kept is None else kept)
     return {name: module for name, module in encoder.named_modules()
             if isinstance(module, nn.Linear) and name.startswith("transformer.") and name not in kept}
 
@@ -173,15 +173,16 @@ def input_scale(weight: torch.Tensor, x: torch.Tensor, recipe: Recipe = RECIPE) 
     return best[1], best[2]
 
 
-def quantize(encoder: SentenceEncoder, recipe: Recipe = RECIPE,
-             calibration: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def quantize(encoder: SentenceEncoder, recipe: Recipe = RECIPE, calibration: dict[str, torch.Tensor] | None = None,
+             linears: dict[str, torch.nn.Linear] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The artefact's tensors (see :mod:`exporter.triton.runtime.torch_encoder` for the formats) and the alpha
-    chosen per NF4 layer. ``calibration``: :func:`layer_inputs` (needed unless ``recipe.alphas == (0.0,)``)."""
+    chosen per NF4 layer. ``calibration``: :func:`layer_inputs` (needed unless ``recipe.alphas == (0.0,)``);
+    ``linears``: :func:`linear_layers`, when the caller has them already."""
     from torch import nn
 
     from ..triton.runtime.torch_encoder import INPUT_SCALE_SUFFIX
 
-    linears = linear_layers(encoder)
+    linears = linear_layers(encoder) if linears is None else linears
     tensors: dict[str, torch.Tensor] = {}
     alphas: dict[str, float] = {}
     quantized: set[str] = set()
@@ -215,16 +216,18 @@ def build(job: BuildJob, work: Path, recipe: Recipe = RECIPE) -> RouteResult:
 
     result = RouteResult(files=[], fp32_bytes=0)
     encoder = load_fp32(job, result)
+    kept = kept_fp16(encoder)
+    linears = linear_layers(encoder, kept)
     calibration = None
     if recipe.alphas != (0.0,):
         with result.timed("calibrate"):
-            calibration = layer_inputs(encoder, linear_layers(encoder), calibration_batches(job, calibration_texts()))
+            calibration = layer_inputs(encoder, linears, calibration_batches(job, calibration_texts()))
     with result.timed("quantize"):
-        tensors, alphas = quantize(encoder, recipe, calibration)
+        tensors, alphas = quantize(encoder, recipe, calibration, linears)
     save(job, work, tensors, {"cpu": "float32", "cuda": "float16"}, result,
          quantization={"linear": recipe.describe(), "embeddings": "int8 per row, fp16 scales", "other": "float16"})
     result.details["int4"] = {"linear": "nf4", "embeddings": "int8 rows", "recipe": recipe.describe(),
-                              "alpha_per_layer": alphas, "linear_kept_fp16": kept_fp16(encoder)}
+                              "alpha_per_layer": alphas, "linear_kept_fp16": kept}
     return result
 
 
