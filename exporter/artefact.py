@@ -10,7 +10,6 @@ that temporary directory behind; the next export of the same name removes it onc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from .options import ExportOptions
 from .plan import Plan
 from .precisions import PRECISIONS, BuildJob, RouteResult, route_builders
 from .provenance import versions
-from .records import FORMAT_VERSION, REPORT_FILE, Artefact
+from .records import FORMAT_VERSION, REPORT_FILE, Artefact, file_records
 from .triton.config import runtime_class
 from .verification_set import verification_sentences
 from .verify import GateResult, gate_statistic, reference_embeddings, run_gate
@@ -147,19 +146,8 @@ def _publish(work: Path, final: Path) -> Path:
     return final
 
 
-def _file_records(root: Path) -> dict[str, dict[str, Any]]:
-    records = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        records[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-    return records
-
-
 def _report(plan: Plan, spec: EncoderSpec, work: Path, result: RouteResult, gate: GateResult) -> dict[str, Any]:
-    files = _file_records(work)
+    files = file_records(work)
     weight_bytes = sum(files[f]["bytes"] for f in result.files if f in files)
     return {
         "format_version": FORMAT_VERSION,

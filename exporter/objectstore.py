@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ExportError
+from .records import file_records, sha256_of
 from .triton.repository import MANIFEST, validate_repository
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ POINTER = "CURRENT.json"
 BUILDS = "builds"
 BUILD_RECORD = "build.json"
 _URL = re.compile(r"^(?P<scheme>[a-z0-9]+)://(?P<path>[^\s]+?)/?$")
-_CHUNK = 1 << 20
 
 
 def is_remote(location: str | os.PathLike[str]) -> bool:
@@ -98,23 +98,15 @@ class BuildInfo:
     models: tuple[str, ...] = ()
     size: int = 0
 
+    @classmethod
+    def from_record(cls, build_id: str, record: dict[str, Any], current: bool) -> "BuildInfo":
+        """A complete build, from its ``build.json``."""
+        return cls(build_id, True, current, record.get("created_at"), tuple(record.get("models", [])),
+                   sum(f["bytes"] for f in record.get("files", {}).values()))
+
     def to_dict(self) -> dict[str, Any]:
         return {"build": self.build_id, "complete": self.complete, "current": self.current,
                 "created_at": self.created_at, "models": list(self.models), "bytes": self.size}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _local_files(root: Path) -> dict[str, dict[str, Any]]:
-    """Every file of a repository with size and sha256; bytecode caches (written by a local server) left out."""
-    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-            for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
 
 
 def new_build_id() -> str:
@@ -136,7 +128,7 @@ def publish(local: Path, url: str) -> BuildInfo:
     manifest = json.loads((local / MANIFEST).read_text(encoding="utf-8"))
     store = open_store(url)
     build_id = new_build_id()
-    files = _local_files(local)
+    files = file_records(local, skip_bytecode=True)
     record = {"build": build_id, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "models": [m["name"] for m in manifest.get("models", [])], "files": files}
     try:
@@ -150,8 +142,7 @@ def publish(local: Path, url: str) -> BuildInfo:
         raise ExportError(f"publishing to {url} failed ({exc}); {POINTER} was not changed, so the current build "
                           f"keeps serving; 'exporter repo gc {url}' removes the partial upload") from exc
     log.info("published %s as build %s (%d files)", url, build_id, len(files))
-    return BuildInfo(build_id, True, True, record["created_at"], tuple(record["models"]),
-                     sum(f["bytes"] for f in files.values()))
+    return BuildInfo.from_record(build_id, record, current=True)
 
 
 def _check_uploaded(store: Store, build_id: str, files: dict[str, dict[str, Any]]) -> None:
@@ -179,7 +170,10 @@ def _record(store: Store, build_id: str) -> dict[str, Any] | None:
 
 def list_builds(url: str) -> list[BuildInfo]:
     """Every build under ``url``, oldest first; incomplete ones (killed uploads) included and marked."""
-    store = open_store(url)
+    return _list_builds(open_store(url))
+
+
+def _list_builds(store: Store) -> list[BuildInfo]:
     current = current_build(store)
     try:
         ids = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(store.path(BUILDS), detail=False))
@@ -188,12 +182,8 @@ def list_builds(url: str) -> list[BuildInfo]:
     builds = []
     for build_id in ids:
         record = _record(store, build_id)
-        if record is None:
-            builds.append(BuildInfo(build_id, False, build_id == current))
-            continue
-        builds.append(BuildInfo(build_id, True, build_id == current, record.get("created_at"),
-                                tuple(record.get("models", [])),
-                                sum(f["bytes"] for f in record.get("files", {}).values())))
+        builds.append(BuildInfo(build_id, False, build_id == current) if record is None
+                      else BuildInfo.from_record(build_id, record, build_id == current))
     return builds
 
 
@@ -203,7 +193,7 @@ def gc(url: str, keep: int = 3, min_age: float = 3600.0) -> list[str]:
     if keep < 1:
         raise ConfigError(f"--keep {keep}: expected >= 1 (the current build is always kept)")
     store = open_store(url)
-    builds = list_builds(url)
+    builds = _list_builds(store)
     complete = [b for b in builds if b.complete and not b.current]
     survivors = {b.build_id for b in complete[-(keep - 1):]} if keep > 1 else set()
     doomed = [b.build_id for b in complete if b.build_id not in survivors]
@@ -254,7 +244,7 @@ def sync(url: str, cache: Path | None = None, build_id: str | None = None) -> Pa
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             store.fs.get_file(store.path(BUILDS, build_id, rel), str(dest))
-            if _sha256(dest) != meta["sha256"]:
+            if sha256_of(dest) != meta["sha256"]:
                 raise ExportError(f"{url}: {rel} of build {build_id} does not match its sha256 in {BUILD_RECORD}")
         (tmp / BUILD_RECORD).write_text(json.dumps(record), encoding="utf-8")
         os.rename(tmp, target)

@@ -8,6 +8,7 @@ which refuse a ``format_version`` newer than this code understands.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
+_CHUNK = 1 << 20  # hash in 1 MiB reads: artefacts are up to GBs
 FORMAT_VERSION = 1  # of report.json and manifest.json; written as "format_version"
 REPORT_FILE = "report.json"
 
@@ -57,3 +59,20 @@ class Artefact:
 
 
 __all__ = ["FORMAT_VERSION", "REPORT_FILE", "Artefact", "check_format_version", "read_json", "read_report"]
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_records(root: Path, *, skip_bytecode: bool = False) -> dict[str, dict[str, Any]]:
+    """Every file under ``root`` by relative POSIX path, sorted, with its ``bytes`` and ``sha256``: the ``files`` of
+    report.json and of an object-store build. ``skip_bytecode`` leaves out ``__pycache__`` directories (what a local
+    server or an in-process import wrote into a repository, never part of a build)."""
+    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
+            for p in sorted(root.rglob("*")) if p.is_file() and not (skip_bytecode and "__pycache__" in p.parts)}

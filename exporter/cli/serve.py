@@ -71,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--replicas={args.replicas} needs ports up to {top}; allowed: up to 65535 (lower the "
                           "ports, or give 0 for free ones)")
     repository = args.repository
+    watched = Path(repository) / MANIFEST  # a new build published there is loaded (rolling update)
     if objectstore.is_remote(repository):
         repository = objectstore.sync(repository, args.cache_dir)
         print(f"synced {args.repository} to {repository}", file=sys.stderr)
+        watched = None  # the synced cache never changes: restart to pick up a newer build
     servers = [TritonServer(ServerSettings(
         repository=repository, host=args.host, http_port=_shift(args.http_port, i),
         grpc_port=_shift(args.grpc_port, i), metrics_port=_shift(args.metrics_port, i),
@@ -106,7 +108,6 @@ def run(args: argparse.Namespace) -> int:
     if args.gateway_port is not None:
         gateway = _start_gateway(servers, args.host, args.gateway_port)
     _print_endpoints(servers, gateway, args.json)
-    watched = None if objectstore.is_remote(args.repository) else Path(repository) / MANIFEST
     stamp = _stamp(watched)
     while not stop.wait(0.5):
         if reload_asked.is_set() or _stamp(watched) != stamp:

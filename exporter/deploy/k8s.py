@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import objectstore
 from ..errors import ConfigError
 
 TRITON_IMAGE = "emb-provider-triton:26.08"  # docker/Dockerfile: the NGC image + tokenizers/torch for our models
@@ -56,7 +57,7 @@ ADAPTER_RULE = f"""\
     sum(rate(nv_inference_queue_duration_us{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>)
     / clamp_min(sum(rate(nv_inference_request_success{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>), 1e-9)
 """
-_SCHEMES = ("s3://", "gs://", "as://")
+_SCHEMES = tuple(f"{scheme}://" for scheme in objectstore.SCHEMES)
 _PVC = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9]*[a-z0-9])?)(?P<sub>/.*)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from exporter.records import sha256_of
 
 
 def manifest_mismatches(root: Path) -> list[str]:
@@ -27,7 +20,7 @@ def manifest_mismatches(root: Path) -> list[str]:
             path = root / owner / "1" / rel
             if not path.is_file():
                 problems.append(f"{path}: missing")
-            elif _sha256(path) != record["sha256"]:
+            elif sha256_of(path) != record["sha256"]:
                 problems.append(f"{path}: sha256 differs from the manifest")
         for name in names.values():
             if not (root / name / "config.pbtxt").is_file():
