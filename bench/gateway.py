@@ -32,6 +32,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from bench import DEFAULT_STSB, REPO
 from bench.machine import machine, today
 from bench.measure import Batches, Settings, measure
@@ -135,8 +137,8 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], times: dict[str, list[flo
     return {
         "texts_per_s": {name: {"median": statistics.median(v), "per_round": v} for name, v in tps.items()},
         "ratio_per_round": ratios,
-        "latency_ms": {name: {"p50": p50[name], "p95": _percentile(v, 95), "mean": statistics.fmean(v)}
-                       for name, v in times.items()},
+        "latency_ms": {name: {"p50": p50[name], "p95": float(np.percentile(v, 95, method="nearest")),
+                              "mean": statistics.fmean(v)} for name, v in times.items()},
         "targets": {
             "throughput_ratio": {"value": ratio, "threshold": THROUGHPUT_TARGET, "passed": ratio >= THROUGHPUT_TARGET},
             "added_p50_ms": {"value": added, "threshold": ADDED_LATENCY_TARGET_MS,
@@ -145,11 +147,6 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], times: dict[str, list[flo
         "float_throughput_ratio": statistics.median(ratios["gateway-float"]),
         "added_p50_ms_without_sdk": p50["gateway-http"] - p50["direct"],
     }
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def render_plot(report: dict[str, Any], path: Path) -> Path:

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from .settings import DEFAULT_API_KEY_ENV, ENV_PREFIX, GatewaySettings, SettingsError
+from .settings import DEFAULT_API_KEY_ENV, ENV_PREFIX, LOG_LEVELS, GatewaySettings, SettingsError, parse
 
 log = logging.getLogger("gateway")
 
@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origins", metavar="ORIGINS",
                    help="comma-separated origins allowed to call from a browser (default: none, no CORS)")
     p.add_argument("--metrics", action="store_const", const=True, help="serve Prometheus metrics on /metrics")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default INFO")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="default INFO")
     return p
 
 
@@ -47,7 +47,7 @@ def settings_from(argv: list[str] | None = None) -> GatewaySettings:
     if args["triton_url"]:
         args["triton_url"] = ",".join(args["triton_url"])
     if args["cors_origins"] is not None:
-        args["cors_origins"] = tuple(o.strip() for o in args["cors_origins"].split(",") if o.strip())
+        args["cors_origins"] = parse("cors_origins", tuple, args["cors_origins"])
     return GatewaySettings.resolve(args)
 
 

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from client import AsyncEmbeddingClient, EmbeddingError, Retry, Timeouts
 
 from .auth import check_key
-from .errors import SERVER_ERROR, GatewayError, bad_request, from_client_error, timed_out
+from .errors import SERVER_ERROR, GatewayError, bad_request, from_client_error, timed_out, unavailable
 from .limits import InFlight, check_texts, read_body
 from .metrics import NO_MODEL, Metrics
 from .schemas import embedding_response, model_entry, parse_request
@@ -129,9 +129,8 @@ class Gateway:
     async def ready(self, request: Request) -> Response:
         if await self._ready(self.settings.timeout):
             return JSONResponse({"status": "ready"})
-        return self._failed(GatewayError(503, f"Triton at {self.settings.triton_url} is not ready (or a model is "
-                                              "not loaded)", type=SERVER_ERROR, code="triton_unavailable",
-                                         retry_after=self.settings.retry_after), request)
+        return self._failed(unavailable(f"Triton at {self.settings.triton_url} is not ready (or a model is not "
+                                        "loaded)", self.settings.retry_after), request)
 
     async def metrics_text(self, _request: Request) -> Response:
         assert self.metrics is not None  # the route exists only with --metrics

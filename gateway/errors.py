@@ -65,6 +65,10 @@ def too_many_requests(limit: int, retry_after: int) -> GatewayError:
                         type="rate_limit_error", code="too_many_requests", retry_after=retry_after)
 
 
+def unavailable(message: str, retry_after: int) -> GatewayError:
+    return GatewayError(503, message, type=SERVER_ERROR, code="triton_unavailable", retry_after=retry_after)
+
+
 def timed_out(seconds: float, retry_after: int) -> GatewayError:
     return GatewayError(504, f"Triton did not answer within {seconds:g} s", type=SERVER_ERROR, code="timeout",
                         retry_after=retry_after)
@@ -81,8 +85,7 @@ def from_client_error(exc: EmbeddingError, retry_after: int) -> GatewayError:
     if isinstance(exc, ModelNotFound):
         return GatewayError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, ServerUnavailable):
-        return GatewayError(503, f"Triton is unavailable: {exc}", type=SERVER_ERROR, code="triton_unavailable",
-                            retry_after=retry_after)
+        return unavailable(f"Triton is unavailable: {exc}", retry_after)
     if isinstance(exc, ServerError):
         return GatewayError(502, f"Triton failed the request: {exc}", type=SERVER_ERROR, code="upstream_error")
     return GatewayError(500, f"{type(exc).__name__}: {exc}", type=SERVER_ERROR)

@@ -86,7 +86,8 @@ def embedding_response(vectors: np.ndarray, model: str, tokens: int, encoding: s
     exactly.
     """
     if encoding == "base64":
-        rows = (json.dumps(base64.b64encode(row.astype("<f4", copy=False).tobytes()).decode("ascii"))
+        # base64's alphabet needs no JSON escaping: quoting it directly saves a json.dumps per row
+        rows = ('"' + base64.b64encode(row.astype("<f4", copy=False).tobytes()).decode("ascii") + '"'
                 for row in vectors)
     else:
         rows = (json.dumps(row) for row in vectors.tolist())

@@ -17,6 +17,7 @@ from client import ENV_URL
 from client._common import split_urls
 
 ENV_PREFIX = "EMB_PROVIDER_GATEWAY_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_API_KEY_ENV = "EMB_PROVIDER_API_KEYS"
 
 
@@ -64,8 +65,8 @@ class GatewaySettings:
         if any(not key or key != key.strip() for key in self.api_keys):
             raise SettingsError(f"${self.api_key_env} holds an empty key or one with surrounding spaces: give "
                                 "non-empty keys separated by commas")
-        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(f"log level {self.log_level!r}: allowed DEBUG, INFO, WARNING, ERROR")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"log level {self.log_level!r}: allowed {', '.join(LOG_LEVELS)}")
 
     @property
     def exposed(self) -> bool:
@@ -87,8 +88,8 @@ class GatewaySettings:
         for name, kind in _FIELDS.items():
             given = flags.get(name)
             if given is None:
-                raw = env.get(ENV_URL if name == "triton_url" else ENV_PREFIX + name.upper())
-                given = None if raw in (None, "") else _parse(name, kind, raw)
+                raw = env.get(_variable(name))
+                given = None if raw in (None, "") else parse(name, kind, raw)
             values[name] = getattr(defaults, name) if given is None else given
         raw_keys = env.get(values["api_key_env"], "")
         values["api_keys"] = tuple(k.strip() for k in raw_keys.split(",")) if raw_keys.strip() else ()
@@ -103,8 +104,13 @@ _FIELDS: dict[str, type] = {"triton_url": str, "host": str, "port": int, "api_ke
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
-def _parse(name: str, kind: type, raw: str) -> Any:
-    variable = ENV_URL if name == "triton_url" else ENV_PREFIX + name.upper()
+def _variable(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return ENV_URL if name == "triton_url" else ENV_PREFIX + name.upper()
+
+
+def parse(name: str, kind: type, raw: str) -> Any:
+    """A raw string (from the environment, or a flag given as text) as the setting's ``kind``."""
     try:
         if kind is bool:
             if raw.strip().lower() not in _TRUE | _FALSE:
@@ -115,4 +121,4 @@ def _parse(name: str, kind: type, raw: str) -> Any:
         return kind(raw.strip())
     except ValueError:
         allowed = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, "a string")
-        raise SettingsError(f"{variable}={raw!r}: expected {allowed}") from None
+        raise SettingsError(f"{_variable(name)}={raw!r}: expected {allowed}") from None
