@@ -91,7 +91,7 @@ def _torch_fallback(job: BuildJob, work: Path, cause: OnnxExportError) -> RouteR
     ``route``/``runtime`` and ``route_details.fallback``), or a refusal naming the precisions that have one."""
     precision = PRECISIONS[job.plan.precision]
     if precision.torch_route is None:
-        others = [p.name for p in PRECISIONS.values() if p.torch_route is not None or p.runtime == "torch"]
+        others = [p.name for p in PRECISIONS.values() if p.torch_equivalent is not None]
         raise ExportError(f"{cause}; {precision.name} needs the ONNX graph (it has no torch route). Precisions "
                           f"that serve this model through torch: {', '.join(others)}") from cause
     log.warning("%s; serving %s through the torch route instead", cause, precision.name)

@@ -331,6 +331,10 @@ def check_safetensors(path: Path) -> None:
 
 def native_dtype(model_dir: Path | None) -> str | None:
     """The dtype the weights are stored in (config.json ``torch_dtype``/``dtype``), e.g. ``float32``."""
-    config = read_config(model_dir)
+    return dtype_of(read_config(model_dir))
+
+
+def dtype_of(config: dict[str, Any]) -> str | None:
+    """:func:`native_dtype` of a config.json already read."""
     dtype = config.get("torch_dtype") or config.get("dtype")
     return str(dtype).removeprefix("torch.") if dtype else None

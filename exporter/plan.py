@@ -21,13 +21,13 @@ from .errors import ModelError
 from .models import (
     ModelSpec,
     check_max_length,
-    native_dtype,
+    dtype_of,
     needs_remote_code,
     read_config,
     resolve_model_dir,
     specs_from_args,
 )
-from .precisions import QUANTIZATION_METHODS, TORCH_FALLBACK, for_native_dtype, get
+from .precisions import QUANTIZATION_METHODS, for_native_dtype, get
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +212,14 @@ def _remote_code_route(spec: ModelSpec, chosen: str, reasons: list[str]) -> tupl
     as sentence-transformers does. A precision without a torch route falls back to fp32 (WARNING).
     """
     precision = get(chosen)
-    if precision.runtime == "torch":
-        route = precision.route
-    elif chosen in TORCH_FALLBACK:
-        route = TORCH_FALLBACK[chosen][0]
-    else:
+    equivalent = precision.torch_equivalent
+    if equivalent is None:
         msg = (f"{chosen} for {spec.model}: its route ({precision.route}) is ONNX only, and a model with remote code "
                f"is served by the torch route only -> fp32")
         log.warning(msg)
         reasons.append(f"   fallback: {msg}")
-        chosen, route = "fp32", TORCH_FALLBACK["fp32"][0]
+        chosen, equivalent = "fp32", get("fp32").torch_equivalent
+    route = equivalent[0]
     trust = ("allowed by the models file's trust_remote_code" if spec.trust_remote_code
              else "export refuses it unless --trust-remote-code is given")
     reasons.append(f"   remote code: config.json auto_map names the model's own Python code ({trust}); route "
@@ -318,10 +316,10 @@ def make_plans(models: Iterable[str | ModelSpec] | None = None, *, models_file: 
             dirs[spec.model] = resolve_model_dir(spec.model, weights=weights)
         except ModelError as exc:
             dirs[spec.model] = exc
-    found = {m: d for m, d in dirs.items() if not isinstance(d, ModelError)}
+    configs = {m: read_config(d) for m, d in dirs.items() if not isinstance(d, ModelError)}
     for spec in specs:
-        if spec.model in found:
-            check_max_length(spec.model, spec.max_length, read_config(found[spec.model]))
-    natives = {m: native_dtype(d) for m, d in found.items()}
-    remote = frozenset(m for m, d in found.items() if needs_remote_code(read_config(d)))
+        if spec.model in configs:
+            check_max_length(spec.model, spec.max_length, configs[spec.model])
+    natives = {m: dtype_of(c) for m, c in configs.items()}
+    remote = frozenset(m for m, c in configs.items() if needs_remote_code(c))
     return PlanSet(config, target, specs, dirs, resolve_all(specs, config, target, natives, remote))

@@ -100,6 +100,12 @@ class Precision:
     cannot express (chosen by the artefact writer when the export fails); ``None``: no such route (the plan falls
     back to fp32, the writer refuses)."""
 
+    @property
+    def torch_equivalent(self) -> tuple[str, RouteBuilder] | None:
+        """(route, build) running this precision in the torch runtime: its own route for a torch precision, else
+        :attr:`torch_route` (None: ONNX only)."""
+        return (self.route, self.build) if self.runtime == "torch" else self.torch_route
+
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_KINDS:
             raise ValueError(f"precision {self.name}: runtime {self.runtime!r} is not one of {RUNTIME_KINDS}")
