@@ -125,8 +125,12 @@ def publish(local: Path, url: str) -> BuildInfo:
     """
     local = Path(local)
     validate_repository(local)
-    manifest = json.loads((local / MANIFEST).read_text(encoding="utf-8"))
-    store = open_store(url)
+    return upload(local, open_store(url), json.loads((local / MANIFEST).read_text(encoding="utf-8")))
+
+
+def upload(local: Path, store: Store, manifest: dict[str, Any]) -> BuildInfo:
+    """:func:`publish` of a repository already validated, with its ``manifest`` (``exporter build`` has both)."""
+    url = store.url
     build_id = new_build_id()
     files = file_records(local, skip_bytecode=True)
     record = {"build": build_id, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

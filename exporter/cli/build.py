@@ -51,25 +51,24 @@ def serving_options(args: argparse.Namespace) -> ServingOptions:
         max_batch_tokens=args.max_batch_tokens)
 
 
-def _build_and_upload(ctx, url: str, options: ServingOptions, exporting) -> BuildResult:
-    """Build into a local temporary repository, then publish it as a new build under ``url``."""
+def _build_and_upload(ctx, store: objectstore.Store, options: ServingOptions, exporting) -> BuildResult:
+    """Build into a local temporary repository (validated by the build), then upload it as a new build."""
     with tempfile.TemporaryDirectory(prefix="emb-provider-build-") as tmp:
         local = build_repository(ctx.plans, ctx.model_dirs, Path(tmp) / "repository", options,
                                  export_options=exporting)
-        build = objectstore.publish(local.repository, url)
-    return BuildResult(objectstore.open_store(url).build_url(build.build_id), local.manifest, local.seconds)
+        build = objectstore.upload(local.repository, store, local.manifest)
+    return BuildResult(store.build_url(build.build_id), local.manifest, local.seconds)
 
 
 def run(args: argparse.Namespace) -> int:
     options = serving_options(args)  # bad flags fail before any export work
     exporting = export_options(args)
-    remote = objectstore.is_remote(args.repository)
-    if remote:
-        objectstore.open_store(args.repository)  # a bad URL or a missing backend fails before any export
+    # a bad URL or a missing backend fails before any export
+    store = objectstore.open_store(args.repository) if objectstore.is_remote(args.repository) else None
     ctx = load_context(args)
     try:
-        if remote:
-            result = _build_and_upload(ctx, args.repository, options, exporting)
+        if store is not None:
+            result = _build_and_upload(ctx, store, options, exporting)
         else:
             result = build_repository(ctx.plans, ctx.model_dirs, Path(args.repository), options,
                                       export_options=exporting)
@@ -87,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print("serve it with: python -m exporter serve --repository", args.repository)
-    if remote:
+    if store is not None:
         print(f"  Triton with cloud storage (NGC image): --model-repository={result.repository}")
     return 0
