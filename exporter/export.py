@@ -9,6 +9,7 @@ weights and the metadata (:func:`encoder_metadata`) their runtime loader rebuild
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -313,6 +314,9 @@ def traceable_masks() -> Iterator[None]:
         from transformers import masking_utils as mu
     except ImportError:  # older transformers: masks are built without vmap
         yield
+        return
+    if "cache_position" not in inspect.signature(mu.sdpa_mask).parameters:
+        yield  # transformers >= 5 (q_length/q_offset signature) broadcasts the predicates itself unless told to vmap
         return
 
     def broadcast_mask(batch_size: int, cache_position: torch.Tensor, kv_length: int, kv_offset: int = 0,

@@ -272,3 +272,19 @@ def test_pooling_override_that_does_not_fit_the_dense_layer_is_a_clear_error(tmp
     with pytest.raises(ModelError, match=r"pooling \['cls', 'max'\] gives 128 features but the first Dense module "
                                          r"takes in_features=64"):
         read_encoder_spec(model, pooling=("cls", "max"))
+
+
+def test_traceable_masks_leaves_transformers_5_mask_builder_alone(monkeypatch):
+    """transformers >= 5 builds masks by broadcasting (q_length/q_offset signature, vmap only on request), so the
+    export must not swap in the 4.x replacement: with it, transformers 5.17 failed every export ("broadcast_mask()
+    missing 1 required positional argument: 'cache_position'", seen on the GPU machine)."""
+    from transformers import masking_utils
+
+    from exporter.export import traceable_masks
+
+    def sdpa_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, **kwargs):
+        raise AssertionError("not called here")
+
+    monkeypatch.setattr(masking_utils, "sdpa_mask", sdpa_mask)
+    with traceable_masks():
+        assert masking_utils.sdpa_mask is sdpa_mask
