@@ -53,6 +53,23 @@ def test_int4_stores_nf4_linears_and_int8_embeddings(artefacts):
     assert str(table.dtype) == "torch.int8" and tuple(table.shape) == (30522, 384)
 
 
+def test_int4_word_embedding_table_stays_int8_in_memory(artefacts):
+    """The loader keeps the table int8 (a quarter of fp32) and looks rows up as the whole dequantized table would."""
+    import torch
+    from safetensors.torch import load_file
+
+    from exporter.triton.runtime.torch_encoder import Int8Embedding
+
+    encoder = TorchEncoder(str(artefacts["int4"].path))
+    table = encoder.module.transformer.embeddings.word_embeddings
+    assert isinstance(table, Int8Embedding) and table.int8.dtype == torch.int8
+    saved = load_file(str(artefacts["int4"].path / "model.safetensors"))
+    key = "transformer.embeddings.word_embeddings.weight"
+    whole = saved[key + ".int8"].float() * saved[key + ".scale"].float().unsqueeze(-1)
+    ids = torch.tensor([[101, 7592, 2088, 102], [0, 1, 30521, 29999]])
+    assert torch.equal(table(ids), whole[ids])
+
+
 @pytest.mark.parametrize("precision", list(MAX_SIZE_RATIO))
 def test_runtime_loader_matches_sentence_transformers(artefacts, precision):
     import bitsandbytes as bnb

@@ -9,8 +9,10 @@ Weight formats are recognised by their safetensors keys, so the loader does not 
 
 - ``<module>.weight`` (+ ``.absmax``, ``.quant_map``, ``.quant_state.bitsandbytes__nf4`` ...): a bitsandbytes
   NF4 ``Linear4bit`` saved by bitsandbytes itself; rebuilt with ``Params4bit.from_prequantized``.
-- ``<name>.int8`` + ``<name>.scale``: an int8 row-wise tensor (the word-embedding table of the int4 route),
-  dequantized at load time.
+- ``<name>.int8`` + ``<name>.scale``: an int8 row-wise tensor (the word-embedding table of the int4 route).
+  A plain ``nn.Embedding``'s table stays int8 in memory (:class:`Int8Embedding` scales the rows it looks up: for
+  an 8B decoder the table is 1.2 GB at fp16, a quarter of its int4 weights); any other tensor is dequantized at
+  load time.
 - ``<module>.input_scale``: a per-input-channel vector the linear layer ``<module>``'s input is multiplied by
   (activation-aware scaling: its weights were quantized as ``W * s`` per input channel, so it gets ``x / s``).
 - anything else: a plain tensor, cast to the compute dtype.
@@ -197,8 +199,38 @@ def _set_input_scales(module: SentenceEncoder, tensors: dict[str, torch.Tensor],
     return used
 
 
+class Int8Embedding(nn.Module):
+    """An ``nn.Embedding`` whose table is int8 per row: rows are dequantized as they are looked up, so the table
+    costs one byte per weight in device memory instead of two (fp16) or four (fp32)."""
+
+    def __init__(self, table: torch.Tensor, scale: torch.Tensor, compute: torch.dtype):
+        super().__init__()
+        # not in the state dict: the loader fills them from the artefact's own keys, not by name
+        self.register_buffer("int8", table, persistent=False)
+        self.register_buffer("scale", scale.to(compute).unsqueeze(-1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.int8).to(self.scale.dtype) * nn.functional.embedding(ids, self.scale)
+
+
+def _set_int8_embeddings(module: SentenceEncoder, tensors: dict[str, torch.Tensor], compute: torch.dtype) -> set[str]:
+    """Swap each plain ``nn.Embedding`` saved as int8 rows into an :class:`Int8Embedding`; subclasses (e.g. Gemma's
+    scaled embedding) keep their own forward and get the dequantized table instead (:func:`_plain_state`)."""
+    used = set()
+    for key in (k for k in tensors if k.endswith(INT8_SUFFIX)):
+        base = key[: -len(INT8_SUFFIX)]  # "<module>.weight"
+        owner = base.rsplit(".", 1)[0]
+        parent_name, _, child = owner.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        if type(getattr(parent, child, None)) is not nn.Embedding:
+            continue
+        setattr(parent, child, Int8Embedding(tensors[key], tensors[base + SCALE_SUFFIX], compute))
+        used |= {base, key, base + SCALE_SUFFIX}
+    return used
+
+
 def _plain_state(tensors: dict[str, torch.Tensor], skip: set[str]) -> dict[str, torch.Tensor]:
-    """Plain tensors, with int8 row-wise tables dequantized (``w = int8 * scale`` per row)."""
+    """Plain tensors, with the int8 row-wise tables not swapped in whole dequantized (``w = int8 * scale``)."""
     state = {}
     for key, value in tensors.items():
         if key in skip or key.endswith(SCALE_SUFFIX):
@@ -211,6 +243,23 @@ def _plain_state(tensors: dict[str, torch.Tensor], skip: set[str]) -> dict[str, 
     return state
 
 
+def apply_weights(module: SentenceEncoder, tensors: dict[str, torch.Tensor], compute: torch.dtype,
+                  device: str) -> None:
+    """Load an artefact's ``tensors`` into ``module`` on ``device``, each in its storage format (module
+    docstring); raises ``ValueError`` naming the keys that do not match the architecture."""
+    used = (_set_nf4_linears(module, tensors, compute, device) | _set_input_scales(module, tensors, compute)
+            | _set_int8_embeddings(module, tensors, compute))
+    module.to(device)
+    for p in module.parameters():
+        if p.dtype.is_floating_point and p.__class__ is nn.Parameter:
+            p.data = p.data.to(compute)
+    state = {k: v.to(compute) for k, v in _plain_state(tensors, used).items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    problems = [k for k in missing if k not in used] + unexpected
+    if problems:
+        raise ValueError(f"weights do not match the architecture: {problems[:5]}")
+
+
 def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncoder, dict[str, Any]]:
     """Rebuild the encoder of a torch-route artefact on ``device`` in the compute dtype its metadata asks for."""
     from safetensors.torch import load_file
@@ -221,17 +270,10 @@ def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncode
     compute = DTYPES[meta["compute_dtype"][kind]]
     module = build_module(meta, attn_implementation="sdpa" if kind == "cuda" else None, artefact_dir=artefact_dir)
     tensors = load_file(os.path.join(artefact_dir, meta.get("weights", WEIGHTS_FILE)))
-    used = _set_nf4_linears(module, tensors, compute, device) | _set_input_scales(module, tensors, compute)
-    module.to(device)
-    for p in module.parameters():
-        if p.dtype.is_floating_point and p.__class__ is nn.Parameter:
-            p.data = p.data.to(compute)
-    state = {k: v.to(compute) for k, v in _plain_state(tensors, used).items()}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    problems = [k for k in missing if k not in used] + unexpected
-    if problems:
-        raise ValueError(f"{artefact_dir}: weights do not match the architecture in {ENCODER_JSON}: "
-                         f"{problems[:5]}")
+    try:
+        apply_weights(module, tensors, compute, device)
+    except ValueError as exc:
+        raise ValueError(f"{artefact_dir}: {exc} (architecture from {ENCODER_JSON})") from None
     module.eval()
     return module, meta
 
@@ -240,11 +282,17 @@ class TorchEncoder:
     """Callable encoder over a torch-route artefact: ``feeds`` (numpy int64 [batch, seq]) -> float32 [batch, dim].
 
     fp16 compute on GPU; the dtype per device kind comes from ``encoder.json`` ("compute_dtype").
+    ``memory_optimization`` (the plan's GPU memory setting) gives torch's CUDA caching allocator expandable
+    segments, which map memory in small steps and reuse it across batch shapes instead of caching a block per
+    size; it applies only if CUDA was not used in this process yet (true in a Triton python-backend stub).
     """
 
-    def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None):
+    def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None,
+                 memory_optimization: bool = False):
         if threads:
             torch.set_num_threads(threads)
+        if memory_optimization and device.startswith("cuda"):
+            os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         self.device = device
         self.module, self.meta = load_encoder(artefact_dir, device)
         self.input_names: list[str] = list(self.meta["inputs"])
