@@ -98,7 +98,9 @@ def _memory_plan(config: Config, device: Device) -> MemoryPlan:
         enabled=True,
         ort_arena_extend_strategy="kSameAsRequested",
         instance_count=1,
-        notes=("ORT CUDA arena grows only as requested (no power-of-two over-allocation)",
+        notes=("ONNX routes: the CUDA arena grows only as requested (less memory at load; on large models it can "
+               "fragment and peak higher: docs/benchmarks/gpu.md)",
+               "torch routes: CUDA caching allocator with expandable segments (memory reused across batch shapes)",
                "one model instance per GPU"),
     )
 

@@ -201,8 +201,9 @@ class FakeEncoder:
 
     calls = []
 
-    def __init__(self, path, device="cpu", threads=None):
+    def __init__(self, path, device="cpu", threads=None, memory_optimization=False):
         self.path, self.device, self.threads = path, device, threads
+        self.memory_optimization = memory_optimization
 
     def __call__(self, batch):
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -240,7 +241,7 @@ class OrtOomEncoder(FakeEncoder):
 
 
 class OomAtLoad(FakeEncoder):
-    def __init__(self, path, device="cpu", threads=None):
+    def __init__(self, path, device="cpu", threads=None, memory_optimization=False):
         import torch
         raise torch.cuda.OutOfMemoryError(TORCH_OOM)
 '''
@@ -253,11 +254,13 @@ def encoder_repo(tmp_path) -> Path:
     return tmp_path / "m_encoder"
 
 
-def make_encoder(repo: Path, threads=2, runtime_class="FakeEncoder", **extra):
+def make_encoder(repo: Path, threads=2, runtime_class="FakeEncoder", memory_optimization=None, **extra):
+    more = {} if memory_optimization is None else {"memory_optimization": memory_optimization}
     config = {"name": "m_encoder", "backend": "python", "max_batch_size": 8,
               "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1]} for n in TOKEN_OUTPUTS[:2]],
               "output": [{"name": "sentence_embedding", "data_type": "TYPE_FP32", "dims": [3]}],
-              "parameters": params(runtime_loader="fake_encoder.py", runtime_class=runtime_class, threads=threads)}
+              "parameters": params(runtime_loader="fake_encoder.py", runtime_class=runtime_class, threads=threads,
+                                   **more)}
     model = load_python_model("encoder_model").TritonPythonModel()
     model.initialize(args(repo, config, **extra))
     return model
@@ -286,6 +289,13 @@ def test_the_runtime_is_loaded_from_the_version_dir_with_device_and_threads(enco
     assert (cpu.encoder.path, cpu.encoder.device, cpu.encoder.threads) == (str(encoder_repo / "1"), "cpu", 2)
     gpu = make_encoder(encoder_repo, threads=0, model_instance_kind="GPU", model_instance_device_id="1")
     assert (gpu.encoder.device, gpu.encoder.threads) == ("cuda:1", None)
+    assert not cpu.encoder.memory_optimization  # absent from configs written before the parameter existed
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_the_plans_memory_setting_reaches_the_runtime(encoder_repo, value):
+    model = make_encoder(encoder_repo, memory_optimization=value, model_instance_kind="GPU")
+    assert model.encoder.memory_optimization is (value == "true")
 
 
 def test_a_dynamic_batch_is_answered_per_request_as_if_each_ran_alone(encoder_repo):

@@ -144,6 +144,7 @@ def test_cpu_encoder_is_native_onnxruntime_on_cpu_with_batching_and_warmup():
     assert not any(t.allow_ragged_batch for t in config.input)  # the native backend cannot pad ragged batches
     assert set(config.model_warmup[0].inputs) == set(INPUTS)
     assert "arena_extend_strategy" not in config.parameters
+    assert config.parameters["memory_optimization"].string_value == "false"
 
 
 def test_gpu_encoder_gets_kind_gpu_memory_settings_and_optional_tensorrt():
@@ -152,6 +153,7 @@ def test_gpu_encoder_gets_kind_gpu_memory_settings_and_optional_tensorrt():
     pb = model_config_pb2()
     assert [g.kind for g in config.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
     assert config.parameters["arena_extend_strategy"].string_value == "1"  # kSameAsRequested
+    assert config.parameters["memory_optimization"].string_value == "true"  # the python runner's switch
     trt = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert [a.name for a in trt] == ["tensorrt"] and trt[0].parameters["precision_mode"] == "FP16"
 

@@ -233,8 +233,9 @@ def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, g
     else:
         config.backend = "python"
         _set_parameters(config, _runner_parameters(spec.runtime, options))
-    # read by the python-backend runner (torch routes, and ONNX ones in the local view); the native backend ignores it
-    _set_parameters(config, {"max_batch_tokens": options.batch_tokens(gpu)})
+    # read by the python-backend runner (torch routes, and ONNX ones in the local view); the native backend ignores them
+    _set_parameters(config, {"max_batch_tokens": options.batch_tokens(gpu),
+                             "memory_optimization": "true" if gpu and plan.memory.enabled else "false"})
     _token_tensors(config.input, spec.inputs, ragged=spec.runtime != "onnx")
     config.output.add(name=ENCODER_OUTPUT, data_type=pb.TYPE_FP32, dims=[spec.dim])
     config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us

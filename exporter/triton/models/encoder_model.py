@@ -99,7 +99,8 @@ class TritonPythonModel:
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else "cpu"
         threads = int(params.get("threads", "0")) or None
         try:
-            self.encoder = encoder_cls(version_dir, device=device, threads=threads)
+            self.encoder = encoder_cls(version_dir, device=device, threads=threads,
+                                       memory_optimization=params.get("memory_optimization") == "true")
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise

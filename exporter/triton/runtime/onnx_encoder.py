@@ -24,10 +24,13 @@ class OnnxEncoder:
 
     On ``cuda[:N]`` the CUDA execution provider is used (CPU provider as fallback for unsupported nodes) and the
     output is bound with IO binding, so the vectors come back in one copy; on CPU ``threads`` sets intra-op
-    threads (``None``: ONNX Runtime's default, one per core).
+    threads (``None``: ONNX Runtime's default, one per core). ``memory_optimization`` (the plan's GPU memory
+    setting) makes the CUDA arena grow by what is requested instead of doubling (``kSameAsRequested``), so a
+    large batch does not leave a power-of-two arena behind (measured in docs/benchmarks/gpu.md).
     """
 
-    def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None):
+    def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None,
+                 memory_optimization: bool = False):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -36,7 +39,10 @@ class OnnxEncoder:
         providers: list = ["CPUExecutionProvider"]
         if self.cuda:
             index = int(device.split(":", 1)[1]) if ":" in device else 0
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+            cuda_options = {"device_id": index}
+            if memory_optimization:
+                cuda_options["arena_extend_strategy"] = "kSameAsRequested"
+            providers.insert(0, ("CUDAExecutionProvider", cuda_options))
             self.device_id = index
         self.session = ort.InferenceSession(os.path.join(artefact_dir, MODEL_FILE), options, providers=providers)
         if self.cuda and "CUDAExecutionProvider" not in self.session.get_providers():
