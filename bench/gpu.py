@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -45,6 +44,12 @@ BASELINE = "torch-fp16"
 VARIANTS: dict[str, tuple[str, str, str, str]] = {
     "torch-fp32": ("torch", "float32", "", "unconverted model, fp32, SDPA attention"),
     "torch-fp16": ("torch", "float16", "", "unconverted model, fp16, SDPA attention (baseline)"),
+    "torch-fp16-compiled": ("torch", "float16+compile", "", "unconverted model, fp16, SDPA, torch.compile"),
+    "torch-w8a8": ("torch", "float16+w8a8", "",
+                   "fp16 model, linears int8 x int8 (per-token / per-channel scales, torch._int_mm)"),
+    "torch-w8a8-compiled": ("torch", "float16+w8a8+compile", "", "torch-w8a8 under torch.compile"),
+    "torch-fp8": ("torch", "float16+fp8", "", "fp16 model, linears float8 e4m3 (row-wise scales, torch._scaled_mm)"),
+    "torch-fp8-compiled": ("torch", "float16+fp8+compile", "", "torch-fp8 under torch.compile"),
     "torch-bf16": ("artefact", "bf16", "", "torch-bf16 route artefact (bf16, SDPA)"),
     "torch-nf4": ("artefact", "nf4", "", "torch-bnb-nf4 route artefact (bitsandbytes NF4, fp16 compute)"),
     "ort-fp32": ("ort", "fp32", "binding", "onnx-fp32 route, IO binding"),
@@ -213,16 +218,8 @@ def cosines(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
 # --- running the variants ----------------------------------------------------------------------------------
 
 def run_worker(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """One variant in a fresh interpreter; its last stdout line carries the result."""
-    command = [sys.executable, "-m", "bench.gpu", "--worker", json.dumps(spec)]
-    try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"variant": spec["variant"], "workloads": {}, "error": f"timed out after {timeout_s:.0f} s"}
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(gpu_workers.RESULT_PREFIX):
-            return json.loads(line[len(gpu_workers.RESULT_PREFIX):])
-    return {"variant": spec["variant"], "workloads": {}, "error": f"worker exited {done.returncode} with no result"}
+    """One variant in a fresh interpreter (:func:`bench.gpu_workers.run_isolated`)."""
+    return gpu_workers.run_isolated("bench.gpu", spec, timeout_s, {"variant": spec["variant"], "workloads": {}})
 
 
 def variant_spec(name: str, shape: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -9,9 +9,11 @@ padding so the orchestrator can compare every variant's vectors with torch fp32.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ MIB = 1024 * 1024
 RESULT_PREFIX = "GPU_BENCH_RESULT "
 
 
-def _nvml_used_mib() -> float | None:
+def nvml_used_mib() -> float | None:
     """Device memory in use (NVML), or None without a GPU / pynvml; the worker's figure is a difference."""
     try:
         import pynvml
@@ -95,7 +97,16 @@ def _torch_encoder(spec: dict[str, Any]):
 
     encoder_spec = read_encoder_spec(Path(spec["model_dir"]), max_length=spec["max_length"])
     encoder = load_encoder(encoder_spec, attn_implementation="sdpa")
-    return encoder.to(spec["device"], getattr(torch, spec["dtype"])).eval(), list(encoder_spec.inputs)
+    dtype, *levers = spec["dtype"].split("+")  # e.g. "float16+w8a8+compile"
+    encoder = encoder.to(spec["device"], getattr(torch, dtype)).eval()
+    for lever in levers:
+        if lever == "compile":
+            encoder = torch.compile(encoder)
+        else:
+            from bench.lowbit import swap_linears
+
+            log.info("%s: %d linear layers -> %s", spec["variant"], swap_linears(encoder, lever), lever)
+    return encoder, list(encoder_spec.inputs)
 
 
 class TorchVariant:
@@ -196,7 +207,7 @@ def _measure(spec: dict[str, Any], result: dict[str, Any], base_mib: float | Non
         except Exception as exc:  # one failing shape (OOM, unsupported op) must not hide the others
             log.exception("%s %s failed", spec["variant"], name)
             result["workloads"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-    used = _nvml_used_mib()  # while the session / model still holds its memory
+    used = nvml_used_mib()  # while the session / model still holds its memory
     result["gpu_mem_mib"] = None if base_mib is None or used is None else round(used - base_mib, 1)
     if spec.get("quality_in") and spec.get("io") != "cudagraph":
         np.save(spec["quality_out"], _quality(variant, spec["quality_in"]))
@@ -205,7 +216,7 @@ def _measure(spec: dict[str, Any], result: dict[str, Any], base_mib: float | Non
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one variant; never raises (errors are part of the result)."""
-    base = _nvml_used_mib()
+    base = nvml_used_mib()
     result: dict[str, Any] = {"variant": spec["variant"], "workloads": {}, "error": None, "gpu_mem_mib": None}
     try:
         _measure(spec, result, base)
@@ -219,8 +230,53 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(spec_json: str) -> int:
+    return report_result(spec_json, worker)
+
+
+def report_result(spec_json: str, measure: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """The worker side of :func:`run_isolated`: ``measure(spec)`` printed on one tagged stdout line; an exception
+    becomes the row's ``error`` (a failed measurement is a row, not a lost run)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     spec = json.loads(spec_json)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(RESULT_PREFIX + json.dumps(worker(spec)), flush=True)
+    try:
+        result = measure(spec)
+    except Exception as exc:
+        log.exception("measurement failed: %s", spec)
+        result = {**spec, "error": f"{type(exc).__name__}: {exc}"}
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
+
+
+def isolated_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark built on :func:`run_isolated`: per-measurement timeout, report redraw, worker."""
+    parser.add_argument("--timeout-s", type=float, default=240.0, help="per measurement process")
+    parser.add_argument("--report", help="redraw <stem>.md and <stem>.png beside this results JSON and exit")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def worker_or_report(args: argparse.Namespace, measure: Callable[[dict[str, Any]], dict[str, Any]],
+                     write_report: Callable[[dict[str, Any], Path, str], None]) -> int | None:
+    """Handle ``--report`` (redraw from the JSON) or ``--worker`` (one measurement); ``None``: run the benchmark."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.report:
+        path = Path(args.report)
+        write_report(json.loads(path.read_text()), path.parent, path.stem)
+        return 0
+    if args.worker:
+        return report_result(args.worker, measure)
+    return None
+
+
+def run_isolated(module: str, spec: dict[str, Any], timeout_s: float, row: dict[str, Any]) -> dict[str, Any]:
+    """``python -m <module> --worker SPEC`` in a fresh interpreter (its GPU memory figure is its own, a crash
+    cannot take other measurements down); its tagged line is the result, else ``row`` with the error."""
+    command = [sys.executable, "-m", module, "--worker", json.dumps(spec)]
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {**row, "error": f"timed out after {timeout_s:.0f} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    return {**row, "error": f"worker exited {done.returncode} with no result"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = "torch-fp32,torch-fp16,ort-fp16-binding,ort-fp16-cudagraph"
+VARIANTS = "torch-fp32,torch-fp16,ort-fp16-binding,ort-fp16-cudagraph,torch-w8a8,torch-fp8"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -44,6 +44,9 @@ def test_smoke_report_is_complete(report):
     assert shape["results"]["ort-fp16-binding"]["providers"] == ["CPUExecutionProvider"]
     assert shape["results"]["ort-fp16-binding"]["min_cos"] >= 0.999  # fp16 graph vs torch fp32, real weights
     assert "CUDA graphs need the CUDA execution provider" in shape["results"]["ort-fp16-cudagraph"]["error"]
+    for name in ("torch-w8a8", "torch-fp8"):  # the GPU int8 candidates (bench/lowbit.py) run, and agree with fp32
+        assert shape["results"][name]["workloads"]["2x16"]["tokens_per_s"] > 0
+        assert shape["results"][name]["min_cos"] >= 0.95, shape["results"][name]
     markdown = (out / "gpu-bench.md").read_text()
     assert "| ort-fp16-binding |" in markdown and "(baseline)" in markdown
     assert (out / "gpu-bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,9 @@ not hold). Size, quality and speed by CPU kind, and the recipes it was chosen ov
 accurate, slower; plain ``quantize_dynamic``: faster, misses the gate): docs/quality.md.
 
 Served on CPU targets only: the graph needs kernels only ONNX Runtime's CPU provider has, so a GPU target would
-run its matrix products on the host until a GPU int8 route exists (the plan falls back to fp16 and says why).
+run its matrix products on the host. GPU int8 routes whose GEMMs run on the GPU (int8 and FP8, torch) were
+measured on an H200 and none beat the fp16 route, so a GPU plan falls back to fp16 and its reason says both
+(docs/benchmarks/gpu.md, "int8 on the GPU"; ``python -m bench.gpu --variants torch-w8a8-compiled,...``).
 """
 
 from __future__ import annotations
@@ -36,8 +38,16 @@ def supported_on(device: Device) -> str | None:
     provider = _GPU_PROVIDERS.get(device.kind)
     if provider is None:
         return not_on(device, "int8")
-    return (f"ONNX Runtime's {provider} provider has no dynamic-int8 kernels (MatMulIntegerToFloat, "
-            "DynamicQuantizeLinear): the int8 graph would run its matrix products on the host CPU")
+    reason = (f"ONNX Runtime's {provider} provider has no dynamic-int8 kernels (MatMulIntegerToFloat, "
+              "DynamicQuantizeLinear): the int8 graph would run its matrix products on the host CPU")
+    return reason + _GPU_MEASURED.get(device.kind, "")
+
+
+# Why no GPU int8 route is offered instead (docs/benchmarks/gpu.md, "int8 on the GPU"): on an H200, per-token
+# int8 GEMMs (torch._int_mm) and FP8 (torch._scaled_mm), even under torch.compile, were measured against the fp16
+# route in the same runs; none beat it, and FP8 also fell below int8's gate (min cosine 0.990 < 0.99 on bge-large).
+_GPU_MEASURED = {"cuda": "; no GPU int8 route measured beats the fp16 route (H200: int8 GEMMs 0.30-0.71x, FP8 "
+                         "0.39-1.01x its throughput; docs/benchmarks/gpu.md)"}
 
 
 CALIBRATION_BATCH = 16

@@ -1,0 +1,92 @@
+"""Candidate GPU int8 routes for the benchmark: linear layers whose matrix products run on the GPU in 8 bits.
+
+ONNX Runtime's CUDA provider has no dynamic-int8 kernels, so the exporter's int8 graph cannot put its GEMMs on a
+GPU. These two torch layers are what a GPU int8 route would run, measured against fp16 before any route is built
+on them (``python -m bench.gpu --variants torch-w8a8,torch-fp8,...``):
+
+- :class:`W8A8Linear`: int8 weights (symmetric, per output channel) and int8 activations (symmetric, per token,
+  quantized at run time), int32 accumulation in ``torch._int_mm`` (cuBLASLt IMMA on the GPU), rescaled to fp16.
+- :class:`FP8Linear`: the same scheme in float8 e4m3 with ``torch._scaled_mm`` (row-wise scales; Hopper and
+  Ada GPUs, compute capability 8.9+).
+
+Both run on CPU too (slowly), which is how the benchmark's smoke run checks them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INT8_MAX = 127.0
+FP8_MAX = 448.0  # largest finite float8 e4m3fn
+
+
+def _rows(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
+    """``x`` flattened to [tokens, features] and padded with zero rows to a multiple of ``multiple`` (cuBLASLt's
+    int8 and fp8 kernels want more than 16 rows and aligned shapes); also the real row count."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows = flat.shape[0]
+    padded = max(multiple, -(-rows // multiple) * multiple)
+    if padded != rows:
+        flat = nn.functional.pad(flat, (0, 0, 0, padded - rows))
+    return flat, rows
+
+
+class W8A8Linear(nn.Module):
+    """int8 x int8 -> int32 GEMM with per-token activation and per-channel weight scales."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = (weight.abs().amax(dim=1) / INT8_MAX).clamp(min=1e-12)
+        self.register_buffer("weight_t", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).t())
+        self.register_buffer("weight_scale", scale[None, :])
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat, rows = _rows(x, 32)
+        scale = (flat.abs().amax(dim=1, keepdim=True).float() / INT8_MAX).clamp(min=1e-12)
+        q = torch.round(flat.float() / scale).clamp(-127, 127).to(torch.int8)
+        y = (torch._int_mm(q, self.weight_t)[:rows].float() * scale[:rows] * self.weight_scale).to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+class FP8Linear(nn.Module):
+    """float8 e4m3 x float8 e4m3 GEMM (``torch._scaled_mm``) with per-token and per-channel scales."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = (weight.abs().amax(dim=1) / FP8_MAX).clamp(min=1e-12)
+        self.register_buffer("weight_t", (weight / scale[:, None]).to(torch.float8_e4m3fn).t())
+        self.register_buffer("weight_scale", scale[None, :].contiguous())
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat, rows = _rows(x, 16)
+        scale = (flat.abs().amax(dim=1, keepdim=True).float() / FP8_MAX).clamp(min=1e-12)
+        q = (flat.float() / scale).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(q, self.weight_t, scale_a=scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
+        y = y[:rows].to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+LAYERS = {"w8a8": W8A8Linear, "fp8": FP8Linear}
+
+
+def swap_linears(module: nn.Module, kind: str, prefix: str = "transformer.") -> int:
+    """Replace every ``nn.Linear`` under ``prefix`` (the transformer, not the Dense head) by the ``kind`` layer,
+    in place, freeing each original weight as it goes; returns how many were replaced."""
+    layer = LAYERS[kind]
+    names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n.startswith(prefix)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, layer(getattr(parent, child)))
+    return len(names)
