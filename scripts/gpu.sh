@@ -14,6 +14,11 @@
 #   PRECISIONS   default fp16,bf16,int4
 #   STSB         the STS-B dev csv (default ../shared/data/stsb/sts-dev.csv)
 #   BENCH_OUT    where the report goes (default docs/benchmarks)
+#   GPU_SUITE    comma list of what to run (default served; `all` = every record of docs/benchmarks/gpu.md):
+#                served  the served benchmark (bench.gpu_served; extra arguments go to it)
+#                int8    the GPU int8 candidates against the fp16 route, MiniLM and bge-large shape (bench.gpu)
+#                large   Qwen3-Embedding-8B/4B shapes at bf16/int4/W8A8/FP8 (bench.gpu_large)
+#                memory  EMB_PROVIDER_ENABLE_GPU_MEMORY_OPTIMIZATION off vs on (bench.gpu_memory)
 #
 # How the Triton python stub gets its environment (bench/gpu_env.py says why in full): the stub runs the first
 # python3 on PATH, which the launcher (exporter.serve) sets to this environment's. The environment is a copy of the
@@ -27,6 +32,14 @@ PYTRITON=nvidia-pytriton==0.7.0
 venv=${GPU_VENV:-.venv-gpu}
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
+
+suite=${GPU_SUITE:-served}
+[ "$suite" = all ] && suite=served,int8,large,memory
+for step in ${suite//,/ }; do  # checked before any work: a typo must not cost an environment build
+  case $step in served|int8|large|memory) ;;
+    *) echo "error: GPU_SUITE step '$step' is not one of served, int8, large, memory (or all)" >&2; exit 2 ;;
+  esac
+done
 
 command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "error: no NVIDIA GPU here (nvidia-smi -L failed)" >&2; exit 1; }
 
@@ -60,5 +73,19 @@ libs=$("$venv/bin/python" -m bench.gpu_env libs)
 export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 "$venv/bin/python" -c 'import numpy, onnxruntime as o; assert "CUDAExecutionProvider" in o.get_available_providers(), o.get_available_providers(); print("environment: numpy", numpy.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
 
-exec "$venv/bin/python" -m bench.gpu_served --device cuda --precisions "${PRECISIONS:-fp16,bf16,int4}" \
-  ${STSB:+--stsb "$STSB"} --out "${BENCH_OUT:-docs/benchmarks}" "$@"
+out=${BENCH_OUT:-docs/benchmarks}
+work=${GPU_WORK:-/tmp/gpu-bench-work}  # ONNX / NF4 artefacts bench.gpu builds; bench.gpu_memory reuses them
+int8_variants=torch-fp32,torch-fp16,ort-fp16-binding,torch-w8a8,torch-fp8,torch-w8a8-compiled,torch-fp8-compiled
+for step in ${suite//,/ }; do
+  case $step in
+    served) "$venv/bin/python" -m bench.gpu_served --device cuda --precisions "${PRECISIONS:-fp16,bf16,int4}" \
+              ${STSB:+--stsb "$STSB"} --out "$out" "$@" ;;
+    int8) "$venv/bin/python" -m bench.gpu --out "$out/gpu-int8" --work "$work" --workloads 32x128,64x256 \
+            --deadline-s 3600 --worker-timeout-s 600 --variants "$int8_variants" ;;
+    large) "$venv/bin/python" -m bench.gpu_large --out "$out/gpu-large" ;;
+    memory) "$venv/bin/python" -m bench.gpu --out "$out/gpu-int8" --work "$work" --build-only \
+              --variants ort-fp16-binding,torch-nf4
+            "$venv/bin/python" -m bench.gpu_memory --out "$out/gpu-memory" --artefact "minilm-fp16=$work/minilm/fp16" \
+              --artefact "bge-large-fp16=$work/bge-large/fp16" --artefact "bge-large-int4=$work/bge-large/nf4" ;;
+  esac
+done

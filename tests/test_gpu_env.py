@@ -95,6 +95,14 @@ def test_the_script_refuses_a_host_without_a_gpu(tmp_path):
     assert not (tmp_path / "env").exists()
 
 
+def test_an_unknown_suite_step_is_refused_before_any_work(tmp_path):
+    out = subprocess.run(["bash", str(SCRIPTS / "gpu.sh")], capture_output=True, text=True,
+                         env={**os.environ, "GPU_VENV": str(tmp_path / "env"), "GPU_SUITE": "served,int9"})
+    assert out.returncode == 2
+    assert "GPU_SUITE step 'int9' is not one of served, int8, large, memory (or all)" in out.stderr
+    assert not (tmp_path / "env").exists()
+
+
 def test_the_scripts_parse():
     for script in ("gpu.sh", "gpu_wheelhouse.sh"):
         subprocess.run(["bash", "-n", str(SCRIPTS / script)], check=True)
