@@ -115,3 +115,20 @@ def test_fp16_drops_the_identical_casts_that_onnxruntime_before_1_32_adds():
         None, {"x": np.array([4, 9], dtype=np.float16)})
     assert a.tolist() == [2, 3] and b.tolist() == [-4, -9]
     assert drop_duplicate_nodes(model.graph) == 0
+
+
+@pytest.mark.parametrize("native, device, expected", [
+    ("bfloat16", "cuda:8.0", "bfloat16"),  # trained in bf16, the card has it: activations keep bf16's range
+    ("bfloat16", "cuda:9.0", "bfloat16"),
+    ("bfloat16", "cuda:7.5", "float16"),  # no bf16 on Turing
+    ("bfloat16", "cpu", "float16"),  # a CPU target computes in float32; the GPU entry keeps the default
+    ("float32", "cuda:9.0", "float16"),
+    (None, "cuda:9.0", "float16"),
+])
+def test_int4_gpu_compute_dtype_follows_a_bf16_model_where_the_target_has_bf16(native, device, expected):
+    from types import SimpleNamespace
+
+    from exporter.precisions.int4 import cuda_compute_dtype
+
+    assert cuda_compute_dtype(SimpleNamespace(native_dtype=native, device=device)) == expected
+    assert cuda_compute_dtype(None) == "float16"  # a build job without a plan (tests, tools)

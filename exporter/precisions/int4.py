@@ -1,9 +1,10 @@
 """int4 (torch): bitsandbytes NF4 ``Linear4bit`` for every transformer linear layer, with activation-aware scales.
 
 bitsandbytes leaves embeddings alone, and in small models the word-embedding table is about half the weights,
-so the table (every ``nn.Embedding``) is stored int8 row-wise (one fp16 scale per row) and dequantized at load;
-NF4 statistics are double-quantized (``compress_statistics``). Everything else is stored fp16. Compute: fp16 on
-GPU, fp32 on CPU (``encoder.json`` "compute_dtype"); bitsandbytes 0.50 runs NF4 on CPU, so CI gates this
+so the table (every ``nn.Embedding``) is stored int8 row-wise (one fp16 scale per row; a plain table stays int8 in
+memory at run time); NF4 statistics are double-quantized (``compress_statistics``). Everything else is stored
+fp16. Compute (``encoder.json`` "compute_dtype"): fp32 on CPU; on GPU fp16, or bf16 for a model stored in bf16
+when the target has it (:func:`cuda_compute_dtype`). bitsandbytes 0.50 runs NF4 on CPU, so CI gates this
 precision. Served on CPU targets and NVIDIA compute capability 7.0+; not on ROCm.
 
 Activation-aware scaling (AWQ, Lin et al. 2023; the weight-only cousin of SmoothQuant): a few input channels of
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..devices import Device
+    from ..plan import Plan
     from ..triton.runtime.torch_encoder import SentenceEncoder
 
 CPU_BLOCK_N = 32  # bitsandbytes' CPU NF4 kernel packs output rows in blocks of 32 (asserts out_features % 32 == 0)
@@ -61,6 +63,20 @@ def supported_on(device: Device) -> str | None:
     if device.kind == "cpu" or (capability is not None and capability >= (7, 0)):
         return None
     return not_on(device, "int4")
+
+
+def cuda_compute_dtype(plan: Plan | None) -> str:
+    """The GPU compute dtype: bf16 for a model stored in bf16 on a target that has bf16, else fp16.
+
+    Why: models trained in bf16 can carry activations beyond fp16's range (EmbeddingGemma's card says its
+    activations do not support float16), and NF4 weights do not change the activations' dtype needs.
+    """
+    if plan is not None and plan.native_dtype == "bfloat16" and plan.device.startswith("cuda"):
+        from ..devices import parse_device
+
+        if "bf16" in parse_device(plan.device).supported:
+            return "bfloat16"
+    return "float16"
 
 
 def _quantize_4bit(weight: torch.Tensor, recipe: Recipe):
@@ -224,7 +240,7 @@ def build(job: BuildJob, work: Path, recipe: Recipe = RECIPE) -> RouteResult:
             calibration = layer_inputs(encoder, linears, calibration_batches(job, calibration_texts()))
     with result.timed("quantize"):
         tensors, alphas = quantize(encoder, recipe, calibration, linears)
-    save(job, work, tensors, {"cpu": "float32", "cuda": "float16"}, result,
+    save(job, work, tensors, {"cpu": "float32", "cuda": cuda_compute_dtype(job.plan)}, result,
          quantization={"linear": recipe.describe(), "embeddings": "int8 per row, fp16 scales", "other": "float16"})
     result.details["int4"] = {"linear": "nf4", "embeddings": "int8 rows", "recipe": recipe.describe(),
                               "alpha_per_layer": alphas, "linear_kept_fp16": kept}

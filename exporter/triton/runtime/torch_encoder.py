@@ -185,15 +185,17 @@ def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], 
 
 
 def _scale_input(module: nn.Module, args: tuple) -> tuple:
-    return (args[0] * module.input_scale,) + args[1:]
+    return ((args[0].float() * module.input_scale).to(args[0].dtype),) + args[1:]
 
 
-def _set_input_scales(module: SentenceEncoder, tensors: dict[str, torch.Tensor], compute: torch.dtype) -> set[str]:
-    """Hook each ``<module>.input_scale`` in front of its layer (a buffer, so it follows ``.to(device)``)."""
+def _set_input_scales(module: SentenceEncoder, tensors: dict[str, torch.Tensor]) -> set[str]:
+    """Hook each ``<module>.input_scale`` in front of its layer (a buffer, so it follows ``.to(device)``). The scale
+    is applied in float32, exactly as stored (fp16 values): a bf16 copy would round it away from the scale the
+    weights were quantized with."""
     used = set()
     for key in (k for k in tensors if k.endswith(INPUT_SCALE_SUFFIX)):
         layer = module.get_submodule(key[: -len(INPUT_SCALE_SUFFIX)])
-        layer.register_buffer("input_scale", tensors[key].to(compute), persistent=False)
+        layer.register_buffer("input_scale", tensors[key].float(), persistent=False)
         layer.register_forward_pre_hook(_scale_input)
         used.add(key)
     return used
@@ -247,7 +249,7 @@ def apply_weights(module: SentenceEncoder, tensors: dict[str, torch.Tensor], com
                   device: str) -> None:
     """Load an artefact's ``tensors`` into ``module`` on ``device``, each in its storage format (module
     docstring); raises ``ValueError`` naming the keys that do not match the architecture."""
-    used = (_set_nf4_linears(module, tensors, compute, device) | _set_input_scales(module, tensors, compute)
+    used = (_set_nf4_linears(module, tensors, compute, device) | _set_input_scales(module, tensors)
             | _set_int8_embeddings(module, tensors, compute))
     module.to(device)
     for p in module.parameters():
