@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import remove_stale_staging, staging_name
 from .errors import ConfigError, ExportError
 from .records import file_records, sha256_of
 from .triton.repository import MANIFEST, validate_repository
@@ -226,7 +227,7 @@ def sync(url: str, cache: Path | None = None, build_id: str | None = None) -> Pa
     """A local copy of the current (or the given) build, every file checked against ``build.json``'s sha256.
 
     The copy lands in ``<cache>/<build-id>`` through a temporary sibling and a rename, so a half-downloaded build
-    is never served; an existing verified copy is reused.
+    is never served; an existing verified copy is reused, and partial copies of killed syncs are removed.
     """
     store = open_store(url)
     build_id = build_id or current_build(store)
@@ -242,7 +243,8 @@ def sync(url: str, cache: Path | None = None, build_id: str | None = None) -> Pa
     if (target / BUILD_RECORD).is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{build_id}.", dir=cache))
+    remove_stale_staging(target)  # a sync killed mid-download (SIGKILL, power) left its partial copy here
+    tmp = Path(tempfile.mkdtemp(prefix=f"{staging_name(target)}.", dir=cache))
     try:
         for rel, meta in record["files"].items():
             dest = tmp / rel

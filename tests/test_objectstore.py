@@ -96,6 +96,15 @@ def test_publish_makes_an_immutable_current_build_and_sync_verifies_it(fp32_repo
     with pytest.raises(Exception, match="does not match its sha256"):
         objectstore.sync(root, tmp_path / "cache", build_id=first.build_id)
     assert sorted(p.name for p in (local.parent).iterdir()) == [second.build_id]
+    # a sync killed mid-download (its process gone) left a partial copy: the next sync removes it
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    partial = local.parent / f".{first.build_id}.building-{gone.pid}.x1y2"
+    (partial / "m").mkdir(parents=True)
+    store.fs.pipe_file(store.path("builds", first.build_id, "manifest.json"),
+                       (fp32_repository / "manifest.json").read_bytes())
+    assert objectstore.sync(root, tmp_path / "cache", build_id=first.build_id).name == first.build_id
+    assert sorted(p.name for p in (local.parent).iterdir()) == sorted([first.build_id, second.build_id])
 
 
 def test_gc_keeps_the_current_and_the_newest_builds(fp32_repository, root):
