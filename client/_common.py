@@ -410,13 +410,14 @@ def call_options(info: ModelInfo, *, prompt_name: str | None, prompt: str | None
         raise _invalid(f"give prompt_name or prompt, not both (prompt_name={prompt_name!r}, prompt={prompt!r:.60})")
     for label, value in (("prompt_name", prompt_name), ("prompt", prompt)):
         if value is not None and not isinstance(value, str):
-            raise _invalid(f"{label}={value!r:.60} is {type(value).__name__}, expected str")
+            raise _invalid(f"{label}={value!r:.60} is {type(value).__name__}, expected str", label)
     if (prompt_name is not None or prompt is not None) and not info.prompt_inputs:
         raise _invalid(f"model {info.name!r} was built without the {PROMPT_NAME_INPUT}/{PROMPT_INPUT} inputs; "
                        "rebuild it with this version of 'exporter build' to use prompts")
     if prompt_name is not None and prompt_name not in info.prompts:
         raise _invalid(f"prompt_name={prompt_name!r} is not a prompt of model {info.name!r}; allowed: "
-                       + (", ".join(repr(n) for n in info.prompts) if info.prompts else "none (it has no prompts)"))
+                       + (", ".join(repr(n) for n in info.prompts) if info.prompts else "none (it has no prompts)"),
+                       "prompt_name")
     if usage and not info.token_counts:
         raise _invalid(f"model {info.name!r} was built without the {TOKEN_COUNT_OUTPUT} output; rebuild it with this "
                        "version of 'exporter build' to get token counts")
@@ -425,13 +426,13 @@ def call_options(info: ModelInfo, *, prompt_name: str | None, prompt: str | None
     elif isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)) \
             or not 1 <= dimensions <= info.dim:
         raise _invalid(f"dimensions={dimensions!r} is out of range for model {info.name!r}; allowed: an integer "
-                       f"from 1 to {info.dim}")
+                       f"from 1 to {info.dim}", "dimensions")
     full = dimensions is None or int(dimensions) == info.dim
     return CallOptions(prompt_name, prompt, None if full else int(dimensions), usage)
 
 
-def _invalid(message: str) -> InvalidInput:
-    return InvalidInput(message, index=None, reason=message)
+def _invalid(message: str, option: str | None = None) -> InvalidInput:
+    return InvalidInput(message, index=None, reason=message, option=option)
 
 
 def ready_names(index: Iterable[Mapping[str, Any]]) -> list[str]:

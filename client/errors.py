@@ -33,12 +33,15 @@ class ModelNotFound(EmbeddingError):
 
 
 class InvalidInput(EmbeddingError, ValueError):
-    """A text the client or the server rejected; ``index`` is its position in the caller's input, if known."""
+    """A text or an option the client or the server rejected: ``index`` is the text's position in the caller's
+    input, if known; ``option`` the call option at fault (``"dimensions"``, ``"prompt_name"`` ...), if one is."""
 
-    def __init__(self, message: str, *, index: int | None, reason: str, server_message: str | None = None):
+    def __init__(self, message: str, *, index: int | None, reason: str, server_message: str | None = None,
+                 option: str | None = None):
         super().__init__(message, server_message=server_message)
         self.index = index
         self.reason = reason
+        self.option = option
 
 
 class ServerError(EmbeddingError):

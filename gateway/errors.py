@@ -79,9 +79,7 @@ def from_client_error(exc: EmbeddingError, retry_after: int) -> GatewayError:
     if isinstance(exc, InvalidInput):
         if exc.index is not None:
             return bad_request(f"input[{exc.index}]: {exc.reason}", param="input")
-        # the client names the offending option first ("dimensions=4096 is out of range ...")
-        option = str(exc).split("=", 1)[0]
-        return bad_request(str(exc), param=option if option in REQUEST_OPTIONS else None)
+        return bad_request(str(exc), param=exc.option if exc.option in REQUEST_OPTIONS else None)
     if isinstance(exc, ModelNotFound):
         return GatewayError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, ServerUnavailable):

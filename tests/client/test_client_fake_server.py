@@ -277,18 +277,23 @@ def test_dimensions_truncate_and_renormalize_and_the_models_truncate_dim_is_the_
     np.testing.assert_array_equal(raw, full[:, :3])
 
 
-@pytest.mark.parametrize("options, words", [
-    ({"dimensions": 0}, "dimensions=0 is out of range for model 'prompted'; allowed: an integer from 1 to 8"),
-    ({"dimensions": 9}, "dimensions=9 is out of range for model 'prompted'; allowed: an integer from 1 to 8"),
-    ({"dimensions": 2.5}, "dimensions=2.5 is out of range"),
-    ({"dimensions": True}, "dimensions=True is out of range"),
-    ({"prompt_name": "nope"}, "prompt_name='nope' is not a prompt of model 'prompted'; allowed: 'query', 'passage'"),
-    ({"prompt_name": "query", "prompt": "q: "}, "give prompt_name or prompt, not both"),
-    ({"prompt": b"q: "}, "prompt=b'q: ' is bytes, expected str"),
+@pytest.mark.parametrize("options, words, option", [
+    ({"dimensions": 0}, "dimensions=0 is out of range for model 'prompted'; allowed: an integer from 1 to 8",
+     "dimensions"),
+    ({"dimensions": 9}, "dimensions=9 is out of range for model 'prompted'; allowed: an integer from 1 to 8",
+     "dimensions"),
+    ({"dimensions": 2.5}, "dimensions=2.5 is out of range", "dimensions"),
+    ({"dimensions": True}, "dimensions=True is out of range", "dimensions"),
+    ({"prompt_name": "nope"}, "prompt_name='nope' is not a prompt of model 'prompted'; allowed: 'query', 'passage'",
+     "prompt_name"),
+    ({"prompt_name": "query", "prompt": "q: "}, "give prompt_name or prompt, not both", None),
+    ({"prompt": b"q: "}, "prompt=b'q: ' is bytes, expected str", "prompt"),
 ])
-def test_bad_options_are_invalid_input_naming_the_value_and_no_request_is_sent(make, fake, prompted, options, words):
-    with pytest.raises(InvalidInput, match=re.escape(words)):
+def test_bad_options_are_invalid_input_naming_the_value_and_no_request_is_sent(make, fake, prompted, options, words,
+                                                                               option):
+    with pytest.raises(InvalidInput, match=re.escape(words)) as error:
         make(model="prompted").call("embed", ["a"], **options)
+    assert error.value.option == option and error.value.index is None  # the option at fault, for the gateway
     assert fake.infer_requests() == []
 
 

@@ -20,8 +20,14 @@ def test_response_has_openai_shape_and_retry_after():
 
 @pytest.mark.parametrize(("error", "status", "param", "code", "retry"), [
     (InvalidInput("x", index=3, reason="is int"), 400, "input", None, False),
-    (InvalidInput("dimensions=999 is out of range", index=None, reason="r"), 400, "dimensions", None, False),
-    (InvalidInput("prompt_name='x' is not a prompt", index=None, reason="r"), 400, "prompt_name", None, False),
+    (InvalidInput("dimensions=999 is out of range", index=None, reason="r", option="dimensions"), 400, "dimensions",
+     None, False),
+    (InvalidInput("prompt_name='x' is not a prompt", index=None, reason="r", option="prompt_name"), 400,
+     "prompt_name", None, False),
+    # the option travels as an attribute: the wording of the message does not decide the param
+    (InvalidInput("give prompt_name or prompt, not both (prompt_name='a', prompt='b')", index=None, reason="r"),
+     400, None, None, False),
+    (InvalidInput("prompt=3 is int, expected str", index=None, reason="r", option="prompt"), 400, None, None, False),
     (ModelNotFound("model 'm' is not served", model="m", available=["a"]), 404, "model", "model_not_found", False),
     (ServerUnavailable("refused"), 503, None, "triton_unavailable", True),
     (ServerError("bad shape"), 502, None, "upstream_error", False),
