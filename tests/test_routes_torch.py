@@ -151,3 +151,32 @@ def test_int4_activation_aware_build_on_a_tiny_model(tmp_path):
 
     assert got.dtype == np.float32 and got.shape == (3, 32)
     assert cosines(got, encode(reference, spec.transformer_dir, sentences, 64)).min() > 0.9
+
+
+def test_int4_of_a_bf16_stored_decoder_computes_in_bf16_on_a_bf16_gpu(tmp_path):
+    """The plan's native dtype reaches the artefact: a Qwen3 stored in bf16, built for an H100-class target, records
+    bf16 GPU compute (its activations may exceed fp16's range); it still serves on CPU in fp32, table int8."""
+    from bench import tiny_families
+    from exporter.config import Config
+    from exporter.devices import parse_device
+    from exporter.export import read_encoder_spec
+    from exporter.models import ModelSpec
+    from exporter.plan import resolve_as
+    from exporter.precisions.base import BuildJob
+    from exporter.triton.runtime.torch_encoder import Int8Embedding
+
+    st = tiny_families.qwen3(tmp_path / "qwen3")
+    config_path = tmp_path / "qwen3" / "hf" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "torch_dtype": "bfloat16"}))
+    plan = resolve_as(ModelSpec(str(st), "qwen3"), Config.from_env({}), parse_device("cuda:9.0"), "int4",
+                      "bfloat16", by="test")
+    work = tmp_path / "int4"
+    work.mkdir()
+    get("int4").build(BuildJob(plan, read_encoder_spec(st)), work)
+    assert json.loads((work / "encoder.json").read_text())["compute_dtype"] == {"cpu": "float32",
+                                                                               "cuda": "bfloat16"}
+    encoder = TorchEncoder(str(work))
+    assert isinstance(encoder.module.transformer.get_input_embeddings(), Int8Embedding)
+    ids = np.array([[5, 6, 7, 0], [8, 9, 10, 11]])
+    vectors = encoder({"input_ids": ids, "attention_mask": np.array([[1, 1, 1, 0], [1, 1, 1, 1]])[:, ::-1].copy()})
+    assert vectors.shape == (2, 64) and np.isfinite(vectors).all()
