@@ -232,7 +232,8 @@ def _set_int8_embeddings(module: SentenceEncoder, tensors: dict[str, torch.Tenso
 
 
 def _plain_state(tensors: dict[str, torch.Tensor], skip: set[str]) -> dict[str, torch.Tensor]:
-    """Plain tensors, with the int8 row-wise tables not swapped in whole dequantized (``w = int8 * scale``)."""
+    """Plain tensors; an int8 row-wise table that :func:`_set_int8_embeddings` did not take is dequantized whole
+    (``w = int8 * scale``)."""
     state = {}
     for key, value in tensors.items():
         if key in skip or key.endswith(SCALE_SUFFIX):
@@ -283,8 +284,8 @@ def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncode
 class TorchEncoder:
     """Callable encoder over a torch-route artefact: ``feeds`` (numpy int64 [batch, seq]) -> float32 [batch, dim].
 
-    fp16 compute on GPU; the dtype per device kind comes from ``encoder.json`` ("compute_dtype").
-    ``memory_optimization`` (the plan's GPU memory setting) gives torch's CUDA caching allocator expandable
+    The compute dtype per device kind comes from ``encoder.json`` ("compute_dtype": fp32 on CPU; fp16 or bf16
+    on GPU, as the route chose). ``memory_optimization`` (the plan's GPU memory setting) gives torch's CUDA caching allocator expandable
     segments, which map memory in small steps and reuse it across batch shapes instead of caching a block per
     size; it applies only if CUDA was not used in this process yet (true in a Triton python-backend stub).
     """
