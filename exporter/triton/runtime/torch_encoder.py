@@ -285,9 +285,10 @@ class TorchEncoder:
     """Callable encoder over a torch-route artefact: ``feeds`` (numpy int64 [batch, seq]) -> float32 [batch, dim].
 
     The compute dtype per device kind comes from ``encoder.json`` ("compute_dtype": fp32 on CPU; fp16 or bf16
-    on GPU, as the route chose). ``memory_optimization`` (the plan's GPU memory setting) gives torch's CUDA caching allocator expandable
-    segments, which map memory in small steps and reuse it across batch shapes instead of caching a block per
-    size; it applies only if CUDA was not used in this process yet (true in a Triton python-backend stub).
+    on GPU, as the route chose). ``memory_optimization`` (the plan's GPU memory setting) gives torch's CUDA
+    caching allocator expandable segments, which map memory in small steps and reuse it across batch shapes
+    instead of caching a block per size; it applies only if CUDA was not used in this process yet (true in a
+    Triton python-backend stub).
     """
 
     def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None,
