@@ -183,6 +183,8 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
         log.warning(msg)
         reasons.append(f"   fallback: {msg}")
         chosen = fallback
+    if chosen == "fp16" and native == "bfloat16":
+        _warn_fp16_for_bf16_model(spec, device, reasons)
     reasons.append("5 fp32 default: not reached (the device step always decides)")
 
     plan = _plan(spec, config, device, native, chosen, requested, decided_by, reasons, remote_code)
@@ -192,6 +194,18 @@ def resolve(spec: ModelSpec, config: Config, device: Device, native: str | None 
               plan.route, decided_by, "\n  ".join(reasons))
     log.debug("plan for %s: quantization: %s; memory optimization: %s", spec.model, plan.quantization, plan.memory)
     return plan
+
+
+def _warn_fp16_for_bf16_model(spec: ModelSpec, device: Device, reasons: list[str]) -> None:
+    """fp16 for a model stored in bf16 is allowed but risky: a model trained in bf16 can carry activations beyond
+    fp16's range (EmbeddingGemma's card says its activations do not support float16), which gives inf/NaN
+    vectors on some inputs; the gate's few sentences may not hit them. Say so, and what to pick instead."""
+    instead = ("bf16 is available on this target" if "bf16" in device.supported
+               else f"fp32 avoids it ({device.label} has no bf16)")
+    msg = (f"{spec.model} is stored in bfloat16 and will run in fp16: activations of a model trained in bf16 can "
+           f"exceed fp16's range (inf/NaN vectors); {instead}")
+    log.warning(msg)
+    reasons.append(f"   note: {msg}")
 
 
 def resolve_as(spec: ModelSpec, config: Config, device: Device, precision: str, native: str | None = None, *,

@@ -45,6 +45,26 @@ def test_native_bf16_on_target_without_bf16_goes_to_device_step():
     assert any("has no bf16 -> device step decides" in r for r in p.reasons)
 
 
+@pytest.mark.parametrize("env, device, instead", [
+    ({}, "cuda:7.5", "fp32 avoids it (cuda:7.5 has no bf16)"),  # auto on Turing: the device step gives fp16
+    ({"EMB_PROVIDER_MODEL_PRECISION": "fp16"}, "cuda:8.0", "bf16 is available on this target"),
+])
+def test_fp16_for_a_bf16_stored_model_is_kept_with_a_warning_and_the_alternative(env, device, instead, caplog):
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        p = plan(env, device=device, native="bfloat16")
+    line = (f"{MINILM.model} is stored in bfloat16 and will run in fp16: activations of a model trained in bf16 can "
+            f"exceed fp16's range (inf/NaN vectors); {instead}")
+    assert p.precision == "fp16" and f"   note: {line}" in p.reasons
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", line)]
+
+
+@pytest.mark.parametrize("native, device", [("bfloat16", "cuda:8.0"), ("float16", "cuda:7.5"), (None, "cuda:7.5")])
+def test_no_fp16_warning_where_the_model_is_not_bf16_or_not_run_in_fp16(native, device, caplog):
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        p = plan(device=device, native=native)
+    assert not [r for r in p.reasons if "is stored in bfloat16" in r] and not caplog.records
+
+
 def test_global_beats_native():
     p = plan({"EMB_PROVIDER_MODEL_PRECISION": "fp32"}, device="cuda:8.0", native="bfloat16")
     assert (p.precision, p.decided_by) == ("fp32", "global")
