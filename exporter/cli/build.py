@@ -11,7 +11,7 @@ from .. import objectstore
 from ..build import BuildResult, build_repository
 from ..errors import ExportError
 from ..triton.config import DEFAULT_BATCH_TOKENS, ServingOptions
-from .context import add_model_arguments, load_context
+from .context import add_model_arguments, load_context, print_table
 from .export import add_export_arguments, export_options
 
 DEFAULT_REPOSITORY = "model_repository"
@@ -82,9 +82,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"published {result.repository} in {result.seconds:.1f} s")
     rows = [("MODEL (ensemble)", "PRECISION", "ROUTE", "DIM", "SOURCE")]
     rows += [(m["name"], m["precision"], m["route"], str(m["dim"]), m["model"]) for m in result.manifest["models"]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(rows)
     print("serve it with: python -m exporter serve --repository", args.repository)
     if store is not None:
         print(f"  Triton with cloud storage (NGC image): --model-repository={result.repository}")

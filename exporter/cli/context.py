@@ -1,11 +1,12 @@
-"""Shared CLI plumbing: the model/config/device options every command takes, and turning them into plans."""
+"""Shared CLI plumbing: the options every command takes (models, device, log level, ``--json``), logging set-up,
+turning options into plans, and the column tables the commands print for humans."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from ..config import PRECISION_CHOICES, Config
+from ..config import LOG_LEVELS, PRECISION_CHOICES, Config
 from ..devices import DEVICE_FORMS
 from ..plan import PlanSet, make_plans
 
@@ -23,9 +24,28 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: bool = Tr
     if precision:
         parser.add_argument("--precision", choices=PRECISION_CHOICES,
                             help="global precision for this run (overrides EMB_PROVIDER_MODEL_PRECISION)")
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="overrides EMB_PROVIDER_LOG_LEVEL")
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    add_output_arguments(parser)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser,
+                         json_help: str = "machine-readable output on stdout") -> None:
+    """--log-level and --json, which every command takes."""
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides EMB_PROVIDER_LOG_LEVEL")
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+def configure_logging(args: argparse.Namespace) -> Config:
+    """The environment's config with ``--log-level`` applied, logging configured from it."""
+    config = Config.from_env().with_overrides(log_level=args.log_level)
+    config.configure_logging()
+    return config
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """``rows`` (the header first) as columns padded to their widest cell, for humans (``--json`` is for machines)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def load_context(args: argparse.Namespace, *, weights: bool = True) -> PlanSet:

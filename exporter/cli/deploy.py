@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import Config
 from ..deploy import k8s
 from ..triton.repository import read_manifest
 from .build import DEFAULT_REPOSITORY
+from .context import add_output_arguments, configure_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the HPA adds Triton replicas when the average queue time per request passes this "
                         f"(default {k8s.GPU_QUEUE_TARGET_US} on GPU, {k8s.CPU_QUEUE_TARGET_US} on CPU; "
                         "docs/scaling.md)")
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    Config.from_env().with_overrides(log_level=args.log_level).configure_logging()
+    configure_logging(args)
     manifest = read_manifest(Path(args.build))
     models = k8s.served_models(manifest)
     options = k8s.K8sOptions(

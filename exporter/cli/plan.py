@@ -9,7 +9,7 @@ import logging
 from ..cpu import INT8_KERNELS, cpu_info
 from ..errors import ModelError
 from ..precisions import get
-from .context import add_model_arguments, load_context
+from .context import add_model_arguments, load_context, print_table
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"target device: {ctx.device.describe()}")
     rows = [("MODEL", "NAME", "PRECISION", "ROUTE", "DECIDED BY")]
     rows += [(p.model, p.name, p.precision, p.route, _decider(p)) for p in ctx.plans]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(rows)
     for plan in ctx.plans:
         if args.why or plan.remote_code or any("fallback" in r for r in plan.reasons):
             print(f"\n{plan.name}:")

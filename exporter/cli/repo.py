@@ -6,7 +6,7 @@ import argparse
 import json
 
 from .. import objectstore
-from ..config import Config
+from .context import add_output_arguments, configure_logging, print_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,12 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-age", type=float, default=3600.0, metavar="S",
                         help="gc: delete an incomplete build only when its newest object is this old; younger ones "
                              "may be uploads in progress (default 3600)")
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    Config.from_env().with_overrides(log_level=args.log_level).configure_logging()
+    configure_logging(args)
     if args.action == "gc":
         deleted = objectstore.gc(args.url, keep=args.keep, min_age=args.min_age)
         print(json.dumps({"deleted": deleted}) if args.json else
@@ -38,7 +37,5 @@ def run(args: argparse.Namespace) -> int:
     rows = [("BUILD", "STATE", "CREATED", "MB", "MODELS")]
     rows += [(b.build_id, ("current" if b.current else "complete") if b.complete else "incomplete",
               b.created_at or "-", f"{b.size / 1e6:.1f}", ",".join(b.models) or "-") for b in builds]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(rows)
     return 0

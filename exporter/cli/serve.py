@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import objectstore
-from ..config import Config
 from ..errors import ConfigError, ServeError
 from ..serve import ServerSettings, TritonServer
 from ..triton.repository import MANIFEST
 from .build import DEFAULT_REPOSITORY
+from .context import add_output_arguments, configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also start the OpenAI-compatible gateway (python -m gateway, needs the 'gateway' "
                              "extra) on this port, bound like --host, in front of this Triton (every replica) "
                              "(0 picks a free port)")
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="overrides EMB_PROVIDER_LOG_LEVEL")
-    parser.add_argument("--json", action="store_true", help="print the endpoints as one JSON line when ready")
+    add_output_arguments(parser, json_help="print the endpoints as one JSON line when ready")
 
 
 def run(args: argparse.Namespace) -> int:
-    Config.from_env().with_overrides(log_level=args.log_level).configure_logging()
+    configure_logging(args)
     for flag in ("http_port", "grpc_port", "metrics_port", "gateway_port"):
         if getattr(args, flag) is not None and not 0 <= getattr(args, flag) <= 65535:
             raise ConfigError(f"--{flag.replace('_', '-')}={getattr(args, flag)} is not a port; allowed: 0-65535")
