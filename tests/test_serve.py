@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,18 +71,25 @@ def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(fp32_repository, served_models):
-    cli = run_cli(["serve", "--repository", str(fp32_repository), "--http-port", "0", "--grpc-port", "0",
-                   "--metrics-port", "0", "--json"])
+@contextlib.contextmanager
+def serve_cli(repository: Path, *extra: str):
+    """``exporter serve --json`` on free ports: the process and the endpoints it printed when ready; killed if the
+    test leaves it running (a failed assertion must not leave servers behind)."""
+    cli = run_cli(["serve", "--repository", str(repository), "--http-port", "0", "--grpc-port", "0",
+                   "--metrics-port", "0", "--json", *extra])
     try:
-        endpoints = json.loads(cli.stdout.readline())
+        yield cli, json.loads(cli.stdout.readline())
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
+def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(fp32_repository, served_models):
+    with serve_cli(fp32_repository) as (cli, endpoints):
         assert endpoints["models"] == [served_models["fp32"]]
         assert http_status(f"{endpoints['http']}/v2/health/ready") == 200
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=30) == 0
-    finally:
-        if cli.poll() is None:
-            cli.kill()
     assert group_members(endpoints["pid"]) == []
     assert not port_open(endpoints["http"].removeprefix("http://"))
 
@@ -89,18 +97,12 @@ def test_serve_cli_prints_endpoints_and_stops_its_process_group_on_sigterm(fp32_
 def test_serve_cli_with_gateway_port_serves_the_openai_api_and_stops_it_too(fp32_repository, served_models):
     import openai
 
-    cli = run_cli(["serve", "--repository", str(fp32_repository), "--http-port", "0", "--grpc-port", "0",
-                   "--metrics-port", "0", "--gateway-port", "0", "--json"])
-    try:
-        endpoints = json.loads(cli.stdout.readline())
+    with serve_cli(fp32_repository, "--gateway-port", "0") as (cli, endpoints):
         with openai.OpenAI(base_url=endpoints["openai"], api_key="unused", max_retries=0) as sdk:
             assert [m.id for m in sdk.models.list().data] == [served_models["fp32"]]
             assert len(sdk.embeddings.create(model=served_models["fp32"], input="hello").data[0].embedding) == 384
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=30) == 0
-    finally:
-        if cli.poll() is None:
-            cli.kill()
     assert not port_open(endpoints["openai"].removeprefix("http://").removesuffix("/v1"))
     assert group_members(endpoints["pid"]) == []
 
@@ -172,10 +174,7 @@ def test_a_start_that_fails_before_the_server_runs_removes_its_work_directory(ca
 
 
 def test_serve_cli_starts_replicas_on_their_own_ports_and_stops_them_all(fp32_repository, served_models):
-    cli = run_cli(["serve", "--repository", str(fp32_repository), "--replicas", "2", "--http-port", "0",
-                   "--grpc-port", "0", "--metrics-port", "0", "--json"])
-    try:
-        endpoints = json.loads(cli.stdout.readline())
+    with serve_cli(fp32_repository, "--replicas", "2") as (cli, endpoints):
         replicas = endpoints["replicas"]
         assert len(replicas) == 2 and len({r["http"] for r in replicas}) == 2
         assert endpoints["http"] == replicas[0]["http"]
@@ -184,9 +183,6 @@ def test_serve_cli_starts_replicas_on_their_own_ports_and_stops_them_all(fp32_re
             assert http_status(f"{replica['http']}/v2/health/ready") == 200
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=60) == 0
-    finally:
-        if cli.poll() is None:
-            cli.kill()
     for replica in replicas:
         assert group_members(replica["pid"]) == []
         assert not port_open(replica["http"].removeprefix("http://"))
