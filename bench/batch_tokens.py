@@ -27,6 +27,7 @@ import numpy as np
 
 from bench import DEFAULT_STSB
 from bench.machine import machine, today
+from bench.report import saved_figure
 from bench.workloads import load_tokenizer, synthetic_texts
 from exporter.stsb import load_stsb
 
@@ -104,21 +105,14 @@ def measure(model: Any, feeds: list[dict], repeats: int) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["results"]
     labels = [str(r["budget"]) if r["budget"] else "none" for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(labels, [r["tokens_per_s_median"] for r in rows], color="#4c72b0")
-    ax.set_xlabel("--max-batch-tokens (none: each batch in one call)")
-    ax.set_ylabel("real tokens / s (median)")
-    where = result["gpu"] or f"{result['machine']['cpu']} ({result['machine']['cores']} cores)"
-    ax.set_title(f"{result['model']} {result['precision']} ({result['route']}), {where}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with saved_figure(path, figsize=(7, 4)) as (fig, ax):
+        ax.bar(labels, [r["tokens_per_s_median"] for r in rows], color="#4c72b0")
+        ax.set_xlabel("--max-batch-tokens (none: each batch in one call)")
+        ax.set_ylabel("real tokens / s (median)")
+        where = result["gpu"] or f"{result['machine']['cpu']} ({result['machine']['cores']} cores)"
+        ax.set_title(f"{result['model']} {result['precision']} ({result['route']}), {where}", fontsize=9)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ import numpy as np
 from bench import DEFAULT_STSB, REPO
 from bench.machine import machine, today
 from bench.measure import Batches, Settings, measure
+from bench.report import saved_figure
 from bench.workloads import STSB_NAME, load_tokenizer, make_batches
 
 log = logging.getLogger("exporter.bench.gateway")
@@ -151,31 +152,23 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], times: dict[str, list[flo
 
 def render_plot(report: dict[str, Any], path: Path) -> Path:
     """Two panels: texts/s per runner (median over rounds, a dot per round) and p50 latency of one short text."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s, m = report["summary"], report["machine"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, name in enumerate(RUNNERS):
-        left.bar(i, s["texts_per_s"][name]["median"], color=f"C{i}")
-        left.plot([i] * len(s["texts_per_s"][name]["per_round"]), s["texts_per_s"][name]["per_round"], "k.")
-    left.set_xticks(range(len(RUNNERS)), RUNNERS)
-    t = s["targets"]
-    left.set_title(f"texts/s, STS-B batches of {report['settings']['batch_size']}, concurrency "
-                   f"{report['settings']['concurrency']} (dots: rounds)\ngateway/direct = "
-                   f"{t['throughput_ratio']['value']:.2f}x (target >= {THROUGHPUT_TARGET}x)", fontsize=9)
-    right.bar(SINGLES, [s["latency_ms"][n]["p50"] for n in SINGLES], color=["C0", "C1", "C3"])
-    right.set_title(f"p50 ms, one short text, one client\nadded through the gateway (openai SDK): "
-                    f"{t['added_p50_ms']['value']:.2f} ms (target <= {ADDED_LATENCY_TARGET_MS} ms)", fontsize=9)
-    for ax in (left, right):
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{report['model']} ({report['precision']}) via the OpenAI-compatible gateway vs "
-                 f"client.EmbeddingClient; {m['cpu']} x{m['cores']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with saved_figure(path, 1, 2, figsize=(11, 4.2)) as (fig, (left, right)):
+        for i, name in enumerate(RUNNERS):
+            left.bar(i, s["texts_per_s"][name]["median"], color=f"C{i}")
+            left.plot([i] * len(s["texts_per_s"][name]["per_round"]), s["texts_per_s"][name]["per_round"], "k.")
+        left.set_xticks(range(len(RUNNERS)), RUNNERS)
+        t = s["targets"]
+        left.set_title(f"texts/s, STS-B batches of {report['settings']['batch_size']}, concurrency "
+                       f"{report['settings']['concurrency']} (dots: rounds)\ngateway/direct = "
+                       f"{t['throughput_ratio']['value']:.2f}x (target >= {THROUGHPUT_TARGET}x)", fontsize=9)
+        right.bar(SINGLES, [s["latency_ms"][n]["p50"] for n in SINGLES], color=["C0", "C1", "C3"])
+        right.set_title(f"p50 ms, one short text, one client\nadded through the gateway (openai SDK): "
+                        f"{t['added_p50_ms']['value']:.2f} ms (target <= {ADDED_LATENCY_TARGET_MS} ms)", fontsize=9)
+        for ax in (left, right):
+            ax.grid(axis="y", alpha=0.3)
+        fig.suptitle(f"{report['model']} ({report['precision']}) via the OpenAI-compatible gateway vs "
+                     f"client.EmbeddingClient; {m['cpu']} x{m['cores']}", fontsize=9)
     return path
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.gpu_workers import isolated_arguments, run_isolated, worker_or_report
+from bench.report import saved_figure
 
 log = logging.getLogger("exporter.gpu_bench.large")
 
@@ -149,30 +150,22 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
     """``<stem>.md`` and ``<stem>.png`` (load memory and tokens/s per shape and precision) from the JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     (out / f"{stem}.md").write_text(render_markdown(report), encoding="utf-8")
     rows = [r for r in report["rows"] if not r.get("error")]
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     precisions = list(dict.fromkeys(r["precision"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.8 / max(1, len(precisions))
-    for i, precision in enumerate(precisions):
-        for ax, key, scale in ((axes[0], "load_mib", 1 / 1024), (axes[1], "tokens_per_s", 1 / 1000)):
-            values = [next(((r.get(key) or 0) * scale for r in rows
-                            if r["shape"] == s and r["precision"] == precision), 0) for s in shapes]
-            ax.bar([j + i * width for j in range(len(shapes))], values, width, label=precision)
-    for ax, title in ((axes[0], "GPU memory at load (GiB)"), (axes[1], "k tokens/s")):
-        ax.set_xticks([j + width * (len(precisions) - 1) / 2 for j in range(len(shapes))], shapes)
-        ax.set_title(title)
-        ax.legend()
-    fig.suptitle(f"{report['meta'].get('gpu')}: batch {report['meta']['batch']} x {report['meta']['seq']}")
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=110)
-    plt.close(fig)
+    with saved_figure(out / f"{stem}.png", 1, 2, figsize=(11, 4)) as (fig, axes):
+        width = 0.8 / max(1, len(precisions))
+        for i, precision in enumerate(precisions):
+            for ax, key, scale in ((axes[0], "load_mib", 1 / 1024), (axes[1], "tokens_per_s", 1 / 1000)):
+                values = [next(((r.get(key) or 0) * scale for r in rows
+                                if r["shape"] == s and r["precision"] == precision), 0) for s in shapes]
+                ax.bar([j + i * width for j in range(len(shapes))], values, width, label=precision)
+        for ax, title in ((axes[0], "GPU memory at load (GiB)"), (axes[1], "k tokens/s")):
+            ax.set_xticks([j + width * (len(precisions) - 1) / 2 for j in range(len(shapes))], shapes)
+            ax.set_title(title)
+            ax.legend()
+        fig.suptitle(f"{report['meta'].get('gpu')}: batch {report['meta']['batch']} x {report['meta']['seq']}")
 
 
 def main(argv: list[str] | None = None) -> int:

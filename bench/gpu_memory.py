@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.gpu_workers import isolated_arguments, nvml_used_mib, random_feeds, run_isolated, worker_or_report
+from bench.report import saved_figure
 
 log = logging.getLogger("exporter.gpu_bench.memory")
 
@@ -74,27 +75,20 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
     """``<stem>.md`` and ``<stem>.png`` (memory after each batch, off vs on, per artefact) from the JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     (out / f"{stem}.md").write_text(render_markdown(report), encoding="utf-8")
     labels = list(dict.fromkeys(r["label"] for r in report["rows"] if r.get("steps_mib")))
-    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.2 * max(1, len(labels)), 3.6), squeeze=False)
-    ticks = [f"{b}x{t}" for b, t in report["meta"]["sequence"]]
-    for ax, label in zip(axes[0], labels):
-        for row in (r for r in report["rows"] if r["label"] == label and r.get("steps_mib")):
-            ax.plot(range(len(ticks)), row["steps_mib"], marker="o",
-                    label="optimization on" if row["memory_optimization"] else "off")
-        ax.set_xticks(range(len(ticks)), ticks, rotation=60, fontsize=7)
-        ax.set_title(label)
-        ax.set_ylabel("device MiB")
-        ax.legend()
-    fig.suptitle(f"{report['meta'].get('gpu')}: device memory after each batch")
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=110)
-    plt.close(fig)
+    panels = max(1, len(labels))
+    with saved_figure(out / f"{stem}.png", 1, panels, figsize=(4.2 * panels, 3.6), squeeze=False) as (fig, axes):
+        ticks = [f"{b}x{t}" for b, t in report["meta"]["sequence"]]
+        for ax, label in zip(axes[0], labels):
+            for row in (r for r in report["rows"] if r["label"] == label and r.get("steps_mib")):
+                ax.plot(range(len(ticks)), row["steps_mib"], marker="o",
+                        label="optimization on" if row["memory_optimization"] else "off")
+            ax.set_xticks(range(len(ticks)), ticks, rotation=60, fontsize=7)
+            ax.set_title(label)
+            ax.set_ylabel("device MiB")
+            ax.legend()
+        fig.suptitle(f"{report['meta'].get('gpu')}: device memory after each batch")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import fmt  # the CPU benchmark's cell formatter: both reports print numbers alike
+from bench.report import fmt, saved_figure  # the CPU benchmark's formatter and plot frame: both reports alike
 
 
 def _rows(shape: dict[str, Any], workload: str, baseline: str) -> list[dict[str, Any]]:
@@ -67,35 +67,27 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def render_plot(report: dict[str, Any], path: Path) -> Path:
     """Horizontal bars of tokens/s per variant, one panel per shape (first workload), baseline marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shapes = list(report["shapes"].items())
     workload = workloads(report)[0]
-    fig, axes = plt.subplots(1, len(shapes), figsize=(7 * len(shapes), 5.5), squeeze=False)
-    for ax, (label, shape) in zip(axes[0], shapes):
-        rows = [r for r in _rows(shape, workload, report["meta"]["baseline"]) if r["tokens_per_s"]]
-        names = [r["variant"] for r in rows]
-        speeds = [r["tokens_per_s"] / 1000 for r in rows]
-        colors = ["tab:gray" if n.startswith("torch") else "tab:blue" for n in names]
-        ax.barh(names, speeds, color=colors)
-        base = next((r["tokens_per_s"] / 1000 for r in rows if r["variant"] == report["meta"]["baseline"]), None)
-        if base:
-            ax.axvline(base, color="tab:red", linestyle="--", label=f"{report['meta']['baseline']} (baseline)")
-            ax.legend(loc="lower right")
-        for y, (speed, row) in enumerate(zip(speeds, rows)):
-            ax.text(speed, y, f" {speed:,.0f}" + (f" ({row['ratio']:.2f}x)" if row["ratio"] else ""),
-                    va="center", fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("thousand tokens/s (higher is better)")
-        ax.set_title(f"{label}, batch {workload}")
-        ax.set_xlim(0, max(speeds or [1]) * 1.3)
-    fig.suptitle(f"{report['meta'].get('gpu') or report['meta']['device']}, {report['meta']['date']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with saved_figure(path, 1, len(shapes), figsize=(7 * len(shapes), 5.5), squeeze=False) as (fig, axes):
+        for ax, (label, shape) in zip(axes[0], shapes):
+            rows = [r for r in _rows(shape, workload, report["meta"]["baseline"]) if r["tokens_per_s"]]
+            names = [r["variant"] for r in rows]
+            speeds = [r["tokens_per_s"] / 1000 for r in rows]
+            colors = ["tab:gray" if n.startswith("torch") else "tab:blue" for n in names]
+            ax.barh(names, speeds, color=colors)
+            base = next((r["tokens_per_s"] / 1000 for r in rows if r["variant"] == report["meta"]["baseline"]), None)
+            if base:
+                ax.axvline(base, color="tab:red", linestyle="--", label=f"{report['meta']['baseline']} (baseline)")
+                ax.legend(loc="lower right")
+            for y, (speed, row) in enumerate(zip(speeds, rows)):
+                ax.text(speed, y, f" {speed:,.0f}" + (f" ({row['ratio']:.2f}x)" if row["ratio"] else ""),
+                        va="center", fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlabel("thousand tokens/s (higher is better)")
+            ax.set_title(f"{label}, batch {workload}")
+            ax.set_xlim(0, max(speeds or [1]) * 1.3)
+        fig.suptitle(f"{report['meta'].get('gpu') or report['meta']['device']}, {report['meta']['date']}")
     return path
 
 

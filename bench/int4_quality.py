@@ -29,6 +29,7 @@ import numpy as np
 
 from bench import REPO
 from bench.machine import machine, today
+from bench.report import saved_figure
 from exporter.cpu import cpu_info
 from exporter.precisions import int4
 from exporter.precisions.int4 import Recipe
@@ -119,41 +120,33 @@ def layer_sweep(job: Any, sentences: list[str], reference: np.ndarray) -> list[d
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     variants = report["variants"]
     layers = report.get("layers") or []
-    fig, axes = plt.subplots(1, 2 if layers else 1, figsize=(16 if layers else 9, 6), squeeze=False)
-    ax = axes[0][0]
-    names = list(variants)
-    y = np.arange(len(names))
-    for offset, key, color in ((-0.2, "p1_cosine", "tab:blue"), (0.2, "mean_cosine", "tab:green")):
-        values = [variants[n][key] for n in names]
-        ax.barh(y + offset, values, height=0.4, color=color, label=key.replace("_", " "))
-        for yy, v in zip(y + offset, values):
-            ax.text(v, yy, f" {v:.4f}", va="center", fontsize=7)
-    ax.axvline(0.95, color="tab:red", linestyle="--", label="p1 goal 0.95")
-    ax.set_yticks(y, [f"{n} ({variants[n]['size_pct']:.1f}%)" for n in names], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0.9, 1.0)
-    ax.set_xlabel("cosine vs sentence-transformers fp32 (STS-B dev sentences)")
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("int4 recipes (size % of fp32)")
-    if layers:
-        ax = axes[0][1]
-        short = [r["layer"].replace("transformer.encoder.layer.", "L").replace("transformer.", "") for r in layers]
-        ax.barh(short, [1 - r["p1_cosine"] for r in layers], color="tab:orange")
+    with saved_figure(path, 1, 2 if layers else 1, figsize=(16 if layers else 9, 6), squeeze=False) as (fig, axes):
+        ax = axes[0][0]
+        names = list(variants)
+        y = np.arange(len(names))
+        for offset, key, color in ((-0.2, "p1_cosine", "tab:blue"), (0.2, "mean_cosine", "tab:green")):
+            values = [variants[n][key] for n in names]
+            ax.barh(y + offset, values, height=0.4, color=color, label=key.replace("_", " "))
+            for yy, v in zip(y + offset, values):
+                ax.text(v, yy, f" {v:.4f}", va="center", fontsize=7)
+        ax.axvline(0.95, color="tab:red", linestyle="--", label="p1 goal 0.95")
+        ax.set_yticks(y, [f"{n} ({variants[n]['size_pct']:.1f}%)" for n in names], fontsize=8)
         ax.invert_yaxis()
-        ax.tick_params(axis="y", labelsize=6)
-        ax.set_xlabel("1 - p1 cosine with only this layer in NF4 (higher hurts more)")
-        ax.set_title(f"per layer, {report['meta']['layer_sentences']} sentences")
-    fig.suptitle(f"{MODEL}, {report['meta']['cpu']}, {report['meta']['date']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.set_xlim(0.9, 1.0)
+        ax.set_xlabel("cosine vs sentence-transformers fp32 (STS-B dev sentences)")
+        ax.legend(loc="lower left", fontsize=8)
+        ax.set_title("int4 recipes (size % of fp32)")
+        if layers:
+            ax = axes[0][1]
+            short = [r["layer"].replace("transformer.encoder.layer.", "L").replace("transformer.", "") for r in layers]
+            ax.barh(short, [1 - r["p1_cosine"] for r in layers], color="tab:orange")
+            ax.invert_yaxis()
+            ax.tick_params(axis="y", labelsize=6)
+            ax.set_xlabel("1 - p1 cosine with only this layer in NF4 (higher hurts more)")
+            ax.set_title(f"per layer, {report['meta']['layer_sentences']} sentences")
+        fig.suptitle(f"{MODEL}, {report['meta']['cpu']}, {report['meta']['date']}")
 
 
 def main(argv: list[str] | None = None) -> int:

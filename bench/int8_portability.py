@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import saved_figure
 from exporter.cpu import cpu_info
 from exporter.stsb import load_stsb, spearman
 from exporter.verification_set import verification_sentences
@@ -135,27 +136,19 @@ def compare(args: argparse.Namespace) -> int:
 
 def _plot(machines: list[dict], path: Path) -> None:
     """Bars of texts/s per run: the int8 graph and, where measured, sentence-transformers fp32 beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels, int8, baseline = [], [], []
     for run in machines:
         labels.append(f"{run['cpu']['model']}\n{run['cpu']['int8_kind']}, {run['threads']} thr, {run['graph']}")
         int8.append(run["int8_texts_per_s"])
         baseline.append(run.get("st_fp32_texts_per_s", 0))
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(2.2 * len(labels) + 2, 4.5))
-    ax.bar(x - 0.2, baseline, 0.4, label="sentence-transformers fp32")
-    ax.bar(x + 0.2, int8, 0.4, label="int8 (ONNX Runtime)")
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("texts/s (STS-B dev, batch 64)")
-    ax.set_title("int8 in-process by CPU kind")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with saved_figure(path, figsize=(2.2 * len(labels) + 2, 4.5)) as (fig, ax):
+        ax.bar(x - 0.2, baseline, 0.4, label="sentence-transformers fp32")
+        ax.bar(x + 0.2, int8, 0.4, label="int8 (ONNX Runtime)")
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_ylabel("texts/s (STS-B dev, batch 64)")
+        ax.set_title("int8 in-process by CPU kind")
+        ax.legend()
 
 
 def main(argv: list[str] | None = None) -> int:

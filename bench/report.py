@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from exporter.cpu import int8_expectation, int8_summary
 from exporter.precisions import PRECISIONS
@@ -22,6 +23,26 @@ BASELINE_END = "baseline-end"  # the same baseline measured again after everythi
 DRIFT_LIMIT = 0.15
 REQUIRED_KEYS = ("schema", "machine", "settings", "workloads", "inprocess", "served", "quality", "targets",
                  "precisions")
+
+
+@contextmanager
+def saved_figure(path: Path, *grid: int, layout_rect: tuple[float, float, float, float] | None = None,
+                 **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """``plt.subplots(*grid, **subplots)`` on the headless Agg backend: the figure and its axes for the block to
+    draw on; on leaving it, laid out (``tight_layout(rect=layout_rect)``), saved to ``path`` at the reports' 110
+    dpi, and closed (on an error too). Every benchmark plot goes through here."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*grid, **subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout(rect=layout_rect)
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -165,10 +186,6 @@ def _summary_rows(report: dict[str, Any]) -> list[list[Any]]:
 def render_plot(report: dict[str, Any], path: Path) -> Path:
     """Two panels on the STS-B workload: texts/s and p95 latency per precision (in-process and served) vs the
     baseline, drawn as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     precisions = list(report["precisions"])
@@ -176,31 +193,28 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
     base = _find(report["inprocess"], BASELINE, "stsb")
     series = {"in-process": [_find(report["inprocess"], p, "stsb") for p in precisions],
               f"served c={headline}": [_find(report["served"], p, "stsb", headline) for p in precisions]}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    x = np.arange(len(precisions))
-    width = 0.38
-    for ax, (metric, label) in zip(axes, [("texts_per_s", "texts/s (higher is better)"),
-                                          ("latency_ms", "p95 latency per request, ms (lower is better)")]):
-        def value(r: dict[str, Any] | None) -> float:
-            if r is None:
-                return float("nan")
-            return r[metric]["median"] if metric == "texts_per_s" else r[metric]["p95"]
+    with saved_figure(path, 1, 2, figsize=(11, 4.2), layout_rect=(0, 0.06, 1, 1)) as (fig, axes):
+        x = np.arange(len(precisions))
+        width = 0.38
+        for ax, (metric, label) in zip(axes, [("texts_per_s", "texts/s (higher is better)"),
+                                              ("latency_ms", "p95 latency per request, ms (lower is better)")]):
+            def value(r: dict[str, Any] | None) -> float:
+                if r is None:
+                    return float("nan")
+                return r[metric]["median"] if metric == "texts_per_s" else r[metric]["p95"]
 
-        for i, (name, results) in enumerate(series.items()):
-            ax.bar(x + (i - 0.5) * width, [value(r) for r in results], width, label=name)
-        if base is not None:
-            level = np.nanmean([value(base), value(_find(report["inprocess"], BASELINE_END, "stsb"))])
-            ax.axhline(level, color="black", linestyle="--", label=f"baseline ({report['baseline']})")
-        ax.set_xticks(x, precisions)
-        ax.set_title(label, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle(f"{report['model']}, STS-B dev sentences, batch {report['settings']['batch_size']}, "
-                 f"{_machine_label(report['machine'])}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            for i, (name, results) in enumerate(series.items()):
+                ax.bar(x + (i - 0.5) * width, [value(r) for r in results], width, label=name)
+            if base is not None:
+                level = np.nanmean([value(base), value(_find(report["inprocess"], BASELINE_END, "stsb"))])
+                ax.axhline(level, color="black", linestyle="--", label=f"baseline ({report['baseline']})")
+            ax.set_xticks(x, precisions)
+            ax.set_title(label, fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+        fig.suptitle(f"{report['model']}, STS-B dev sentences, batch {report['settings']['batch_size']}, "
+                     f"{_machine_label(report['machine'])}", fontsize=10)
     return path
 
 
