@@ -86,7 +86,5 @@ def swap_linears(module: nn.Module, kind: str, prefix: str = "transformer.") -> 
     layer = LAYERS[kind]
     names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n.startswith(prefix)]
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, layer(getattr(parent, child)))
+        module.set_submodule(name, layer(module.get_submodule(name)))
     return len(names)

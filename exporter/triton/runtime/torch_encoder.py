@@ -170,9 +170,7 @@ def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], 
         owner = prefix.rsplit(".", 1)[0]
         stats = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
         used |= {prefix} | {prefix + "." + k for k in stats}  # before from_prequantized rewrites stats
-        parent_name, _, child = owner.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        old: nn.Linear = getattr(parent, child)
+        old: nn.Linear = module.get_submodule(owner)
         new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=old.bias is not None,
                                 compute_dtype=compute, quant_type="nf4", device="meta")
         new.weight = bnb.nn.Params4bit.from_prequantized(tensors[prefix], stats, requires_grad=False,
@@ -180,7 +178,7 @@ def _set_nf4_linears(module: SentenceEncoder, tensors: dict[str, torch.Tensor], 
         if old.bias is not None:
             new.bias = nn.Parameter(tensors[owner + ".bias"].to(device, compute), requires_grad=False)
             used.add(owner + ".bias")
-        setattr(parent, child, new)
+        module.set_submodule(owner, new)
     return used
 
 
@@ -219,14 +217,13 @@ def _set_int8_embeddings(module: SentenceEncoder, tensors: dict[str, torch.Tenso
     """Swap each plain ``nn.Embedding`` saved as int8 rows into an :class:`Int8Embedding`; subclasses (e.g. Gemma's
     scaled embedding) keep their own forward and get the dequantized table instead (:func:`_plain_state`)."""
     used = set()
+    modules = dict(module.named_modules())
     for key in (k for k in tensors if k.endswith(INT8_SUFFIX)):
         base = key[: -len(INT8_SUFFIX)]  # "<module>.weight"
         owner = base.rsplit(".", 1)[0]
-        parent_name, _, child = owner.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        if type(getattr(parent, child, None)) is not nn.Embedding:
+        if type(modules.get(owner)) is not nn.Embedding:
             continue
-        setattr(parent, child, Int8Embedding(tensors[key], tensors[base + SCALE_SUFFIX], compute))
+        module.set_submodule(owner, Int8Embedding(tensors[key], tensors[base + SCALE_SUFFIX], compute))
         used |= {base, key, base + SCALE_SUFFIX}
     return used
 
