@@ -32,49 +32,60 @@ def _rows(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
     return flat, rows
 
 
-class W8A8Linear(nn.Module):
-    """int8 x int8 -> int32 GEMM with per-token activation and per-channel weight scales."""
+class _Linear8(nn.Module):
+    """An ``nn.Linear`` in 8 bits: weights quantized per output channel once, activations per token on every call,
+    both symmetric to ``LIMIT``; the subclass says how values are stored (:meth:`quantize`) and multiplied
+    (:meth:`product`, which returns the rescaled result) and how many rows its kernel pads to (``ROWS``)."""
+
+    LIMIT: float
+    ROWS: int
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         weight = linear.weight.detach().float()
-        scale = (weight.abs().amax(dim=1) / INT8_MAX).clamp(min=1e-12)
-        self.register_buffer("weight_t", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).t())
-        self.register_buffer("weight_scale", scale[None, :])
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
-        self.out_features = linear.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat, rows = _rows(x, 32)
-        scale = (flat.abs().amax(dim=1, keepdim=True).float() / INT8_MAX).clamp(min=1e-12)
-        q = torch.round(flat.float() / scale).clamp(-127, 127).to(torch.int8)
-        y = (torch._int_mm(q, self.weight_t)[:rows].float() * scale[:rows] * self.weight_scale).to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-
-class FP8Linear(nn.Module):
-    """float8 e4m3 x float8 e4m3 GEMM (``torch._scaled_mm``) with per-token and per-channel scales."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        weight = linear.weight.detach().float()
-        scale = (weight.abs().amax(dim=1) / FP8_MAX).clamp(min=1e-12)
-        self.register_buffer("weight_t", (weight / scale[:, None]).to(torch.float8_e4m3fn).t())
+        scale = (weight.abs().amax(dim=1) / self.LIMIT).clamp(min=1e-12)
+        self.register_buffer("weight_t", self.quantize(weight / scale[:, None]).t())
         self.register_buffer("weight_scale", scale[None, :].contiguous())
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
         self.out_features = linear.out_features
 
+    def quantize(self, values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def product(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat, rows = _rows(x, 16)
-        scale = (flat.abs().amax(dim=1, keepdim=True).float() / FP8_MAX).clamp(min=1e-12)
-        q = (flat.float() / scale).to(torch.float8_e4m3fn)
-        y = torch._scaled_mm(q, self.weight_t, scale_a=scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
-        y = y[:rows].to(x.dtype)
+        flat, rows = _rows(x, self.ROWS)
+        scale = (flat.abs().amax(dim=1, keepdim=True).float() / self.LIMIT).clamp(min=1e-12)
+        y = self.product(self.quantize(flat.float() / scale), scale)[:rows].to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
+
+
+class W8A8Linear(_Linear8):
+    """int8 x int8 -> int32 GEMM with per-token activation and per-channel weight scales."""
+
+    LIMIT, ROWS = INT8_MAX, 32
+
+    def quantize(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.round(values).clamp(-127, 127).to(torch.int8)
+
+    def product(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return torch._int_mm(q, self.weight_t).float() * scale * self.weight_scale
+
+
+class FP8Linear(_Linear8):
+    """float8 e4m3 x float8 e4m3 GEMM (``torch._scaled_mm``) with per-token and per-channel scales."""
+
+    LIMIT, ROWS = FP8_MAX, 16
+
+    def quantize(self, values: torch.Tensor) -> torch.Tensor:
+        return values.to(torch.float8_e4m3fn)
+
+    def product(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return torch._scaled_mm(q, self.weight_t, scale_a=scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
 
 
 LAYERS = {"w8a8": W8A8Linear, "fp8": FP8Linear}
