@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.gpu_workers import isolated_arguments, run_isolated, worker_or_report
+from bench.gpu_workers import isolated_arguments, run_isolated, time_calls, worker_or_report
 from bench.report import saved_figure
 
 log = logging.getLogger("exporter.gpu_bench.large")
@@ -102,17 +102,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     mask = torch.ones_like(ids)
     with torch.inference_mode():
         vectors = encoder(ids, mask)
-        for _ in range(spec["warmup"]):
-            encoder(ids, mask)
-        if cuda:
-            torch.cuda.synchronize()
-        times = []
-        for _ in range(spec["repeats"]):
-            t0 = time.perf_counter()
-            encoder(ids, mask)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+        times = time_calls(lambda: encoder(ids, mask), spec["warmup"], spec["repeats"], budget_s=float("inf"))
     median = float(np.median(times))
     result.update(batch=batch, seq=seq, ms_median=round(median * 1000, 2), tokens_per_s=round(batch * seq / median))
     if cuda:

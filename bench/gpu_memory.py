@@ -33,11 +33,12 @@ SEQUENCE = ((1, 16), (8, 128), (32, 256), (64, 512), (16, 64), (128, 128), (4, 5
 
 
 def _encoder(path: str, device: str, memory_optimization: bool):
-    if (Path(path) / "model.onnx").is_file():
-        from exporter.triton.runtime.onnx_encoder import OnnxEncoder as cls
-    else:
-        from exporter.triton.runtime.torch_encoder import TorchEncoder as cls
-    return cls(path, device=device, memory_optimization=memory_optimization)
+    """The served runtime's class over ``path`` (bench.gpu's artefacts have no report.json naming the runtime: an
+    ONNX graph says it)."""
+    from exporter.triton.config import runtime_class
+
+    runtime = "onnx" if (Path(path) / "model.onnx").is_file() else "torch"
+    return runtime_class(runtime)(path, device=device, memory_optimization=memory_optimization)
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ratio = f"{peak / off[row['label']]:.2f}x" if row["memory_optimization"] and peak and off.get(
             row["label"]) else "–"
         lines.append(f"| {row['label']} | {'on' if row['memory_optimization'] else 'off'} | "
-                     f"{row.get('load_mib', '–')} | {peak or '–'} | {ratio} | {row.get('error') or ''} |")
+                     f"{row.get('load_mib') or '–'} | {peak or '–'} | {ratio} | {row.get('error') or ''} |")
     return "\n".join(lines) + "\n"
 
 
