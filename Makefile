@@ -85,7 +85,7 @@ check: setup
 
 # GPU host: its own environment (.venv-gpu, see scripts/gpu.sh), a repository built for the cuda target per
 # precision, the real Triton and the served benchmark (docs/benchmarks/gpu-<date>-served.*). Needs no `make setup`.
-# make gpu-bench [PRECISIONS=fp16,bf16,int4] [WHEEL_PARTS=dir] [PYTHON=python3] [GPU_SUITE=served|int8|large|memory|all]
+# make gpu-bench [PRECISIONS=fp16,bf16,int4] [WHEEL_PARTS=dir] [PYTHON=python3] [GPU_SUITE=served|peers|int8|large|memory|all]
 gpu-bench:
 	scripts/gpu.sh
 

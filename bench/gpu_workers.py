@@ -21,23 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bench.machine import MIB, nvml_used_mib
+
 log = logging.getLogger("exporter.gpu_bench.worker")
 
 Feeds = dict[str, np.ndarray]
-MIB = 1024 * 1024
 RESULT_PREFIX = "GPU_BENCH_RESULT "
-
-
-def nvml_used_mib() -> float | None:
-    """Device memory in use (NVML), or None without a GPU / pynvml; the worker's figure is a difference."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
-    except Exception:  # no GPU, no driver, or no pynvml: the figure is simply not available
-        return None
 
 
 def _sync() -> None:

@@ -65,6 +65,19 @@ def gpu_info() -> list[dict[str, Any]]:
     return parse_gpu_query(out.stdout) if out.returncode == 0 else []
 
 
+def nvml_used_mib() -> float | None:
+    """Memory in use on GPU 0 (NVML), or None without a GPU / pynvml. Device-wide, so a process's figure is a
+    difference taken while it is the only one working on the card (processes in a container are not listed)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
+    except Exception:  # no GPU, no driver, or no pynvml: the figure is simply not available
+        return None
+
+
 def today() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
 

@@ -30,13 +30,18 @@ class StsbQuality:
     def score(self, encoder_dir: Path, tokenizer_dir: Path) -> dict[str, float]:
         """Spearman (and its delta to the reference) and min/p1/mean cosine vs fp32 for one built encoder."""
         from exporter import read_report
-        from exporter.stsb import spearman
         from exporter.triton.config import runtime_class
-        from exporter.verify import cosines, encode
+        from exporter.verify import encode
 
         report = read_report(encoder_dir)
         encoder = runtime_class(report["runtime"])(str(encoder_dir))
-        vectors = encode(encoder, tokenizer_dir, self.sentences, report["max_seq_length"])
+        return self.score_vectors(encode(encoder, tokenizer_dir, self.sentences, report["max_seq_length"]))
+
+    def score_vectors(self, vectors: np.ndarray) -> dict[str, float]:
+        """The same figures for vectors of :attr:`sentences` in order, however they were made (a peer server's)."""
+        from exporter.stsb import spearman
+        from exporter.verify import cosines
+
         cos = cosines(vectors, self.reference)
         value = spearman(self.pairs, dict(zip(self.sentences, vectors)))
         return {"spearman": value, "delta": value - self.reference_spearman, "min_cosine": float(cos.min()),

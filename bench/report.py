@@ -104,6 +104,8 @@ def render_markdown(report: dict[str, Any]) -> str:
            "- Workloads: " + "; ".join(f"{w['name']} {w['texts']} texts, batch {w['batch_size']}, "
                                        f"{w['mean_tokens']:.1f} tokens/text" for w in report["workloads"]),
            f"- Baseline: {report['baseline']}",
+           *[f"- Peer {name}: {info['version']}, served as `{info['command']}`"
+             for name, info in (report.get("peers") or {}).items()],
            f"- Reproduce: `{report['command']}` ({report['duration_s']:.0f} s)", ""]
     drift = report.get("baseline_drift") or {}
     if drift:
@@ -142,11 +144,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                   [_speed_row(r["runner"], r) + [fmt(r.get("rss_mb")), fmt(r.get("model_rss_mb"))]
                    for r in report["inprocess"]])
     if report["served"]:
-        out += ["## Served through Triton + client.EmbeddingClient", "",
-                "RSS = the server process group (tritonserver + python stubs for every model it holds).", ""]
-        out += _table(header + ["vs in-process", "server RSS MiB"],
+        out += ["## Served: Triton + client.EmbeddingClient, peers over their own HTTP API", "",
+                "RSS = the server's process group (tritonserver + python stubs for every model it holds; a peer's "
+                "server and its workers). GPU MiB = the card's memory in use at the peak, above what it held before "
+                "that server started.", ""]
+        out += _table(header + ["vs in-process", "server RSS MiB", "server GPU MiB"],
                       [_speed_row(f"{r['runner']} c={r['concurrency']}", r)
-                       + [_ratio(r.get("ratio_to_inprocess")), fmt(r.get("server_rss_mb"))]
+                       + [_ratio(r.get("ratio_to_inprocess")), fmt(r.get("server_rss_mb")),
+                          fmt(r.get("server_gpu_mib"))]
                        for r in report["served"]])
     if report.get("timings"):
         out += ["## Where the time went", ""]
@@ -184,16 +189,20 @@ def _summary_rows(report: dict[str, Any]) -> list[list[Any]]:
 
 
 def render_plot(report: dict[str, Any], path: Path) -> Path:
-    """Two panels on the STS-B workload: texts/s and p95 latency per precision (in-process and served) vs the
-    baseline, drawn as a dashed line."""
+    """On the STS-B workload: texts/s and p95 latency per precision (in-process and served) vs the baseline,
+    drawn as a dashed line; and, when anything was served, texts/s per served runner (ours and the peers') by
+    concurrency."""
     import numpy as np
 
     precisions = list(report["precisions"])
     headline = report["settings"]["headline_concurrency"]
     base = _find(report["inprocess"], BASELINE, "stsb")
+    base_end = _find(report["inprocess"], BASELINE_END, "stsb")
     series = {"in-process": [_find(report["inprocess"], p, "stsb") for p in precisions],
               f"served c={headline}": [_find(report["served"], p, "stsb", headline) for p in precisions]}
-    with saved_figure(path, 1, 2, figsize=(11, 4.2), layout_rect=(0, 0.06, 1, 1)) as (fig, axes):
+    served_runners = list(dict.fromkeys(r["runner"] for r in report["served"] if r["workload"] == "stsb"))
+    panels = 3 if served_runners else 2
+    with saved_figure(path, 1, panels, figsize=(5.5 * panels, 4.2), layout_rect=(0, 0.06, 1, 1)) as (fig, axes):
         x = np.arange(len(precisions))
         width = 0.38
         for ax, (metric, label) in zip(axes, [("texts_per_s", "texts/s (higher is better)"),
@@ -206,11 +215,26 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
             for i, (name, results) in enumerate(series.items()):
                 ax.bar(x + (i - 0.5) * width, [value(r) for r in results], width, label=name)
             if base is not None:
-                level = np.nanmean([value(base), value(_find(report["inprocess"], BASELINE_END, "stsb"))])
+                level = np.nanmean([value(base), value(base_end)])
                 ax.axhline(level, color="black", linestyle="--", label=f"baseline ({report['baseline']})")
             ax.set_xticks(x, precisions)
             ax.set_title(label, fontsize=10)
             ax.grid(axis="y", alpha=0.3)
+        if served_runners:
+            ax = axes[2]
+            for runner in served_runners:
+                points = sorted((r["concurrency"], r["texts_per_s"]["median"]) for r in report["served"]
+                                if r["runner"] == runner and r["workload"] == "stsb")
+                ax.plot(*zip(*points), marker="o", label=runner if runner in precisions else f"{runner} (peer)")
+            if base is not None:
+                ax.axhline(np.nanmean([r["texts_per_s"]["median"] for r in (base, base_end) if r]), color="black",
+                           linestyle="--")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(report["settings"]["concurrency"], [str(c) for c in report["settings"]["concurrency"]])
+            ax.set_xlabel("concurrent clients")
+            ax.set_title("served texts/s by concurrency", fontsize=10)
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
         fig.suptitle(f"{report['model']}, STS-B dev sentences, batch {report['settings']['batch_size']}, "

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from bench.inprocess import run_inprocess
 from bench.machine import machine, today
 from bench.measure import Batches
+from bench.peers import PEERS, Peer, measure_peer
 from bench.quality import StsbQuality
 from bench.report import BASELINE, BASELINE_END
 from bench.served import serve_and_measure
@@ -28,9 +29,29 @@ from bench.workloads import STSB_NAME, build_workloads, describe, load_tokenizer
 
 log = logging.getLogger("exporter.bench.run")
 
-TARGETS = (  # (name, precision, compared with, threshold): the CPU targets of issue 8
-    ("served int8 vs sentence-transformers fp32 (STS-B, c={c})", "int8", BASELINE, 2.0),
-    ("served fp32 vs in-process ONNX Runtime fp32 (STS-B, c={c})", "fp32", "fp32", 0.9),
+@dataclass(frozen=True)
+class Target:
+    """A served figure over another, measured in the same run. ``versus``: ``baseline`` (sentence-transformers
+    in-process), ``inprocess`` (the runner's own in-process figure) or ``served:<runner>`` (a peer's or another
+    precision's served figure at the same concurrency). ``concurrency`` None: the run's headline concurrency."""
+
+    name: str
+    runner: str
+    versus: str
+    threshold: float
+    gpu: bool  # the device kind the target is set for
+    concurrency: int | None = None
+
+
+TARGETS = (
+    # issue 8, CPU
+    Target("served int8 vs sentence-transformers fp32 (STS-B, c={c})", "int8", "baseline", 2.0, gpu=False),
+    Target("served fp32 vs in-process ONNX Runtime fp32 (STS-B, c={c})", "fp32", "inprocess", 0.9, gpu=False),
+    # issue 17, GPU: the bge-large-shape figure is the first, the MiniLM figure the second
+    Target("served fp16 vs sentence-transformers fp16 in-process (STS-B, c={c})", "fp16", "baseline", 1.3,
+           gpu=True, concurrency=16),
+    Target("served fp16 vs Infinity served (STS-B, c={c})", "fp16", "served:infinity", 1.5, gpu=True,
+           concurrency=16),
 )
 INPROCESS_TIMEOUT_S = 900.0
 
@@ -122,19 +143,29 @@ def _add_ratios(report: dict[str, Any]) -> None:
         result["ratio_to_inprocess"] = result["texts_per_s"]["median"] / own if own else None
 
 
-def _targets(report: dict[str, Any], concurrency: int) -> list[dict[str, Any]]:
+def _targets(report: dict[str, Any], headline: int, gpu: bool) -> list[dict[str, Any]]:
+    """The device kind's targets whose figures this run has."""
     found = []
-    for name, precision, versus, threshold in TARGETS:
-        served = [r for r in report["served"] if r["runner"] == precision and r["workload"] == STSB_NAME
-                  and r["concurrency"] == concurrency]
-        if not served:
+    for target in TARGETS:
+        concurrency = target.concurrency or headline
+        served = _served(report, target.runner, concurrency)
+        if target.gpu != gpu or served is None:
             continue
-        key = "ratio_to_baseline" if versus == BASELINE else "ratio_to_inprocess"
-        value = served[0][key]
+        if target.versus.startswith("served:"):
+            other = _served(report, target.versus.split(":", 1)[1], concurrency)
+            value = served["texts_per_s"]["median"] / other["texts_per_s"]["median"] if other else None
+        else:
+            value = served["ratio_to_baseline" if target.versus == "baseline" else "ratio_to_inprocess"]
         if value is not None:
-            found.append({"name": name.format(c=concurrency), "value": value, "threshold": threshold,
-                          "passed": value >= threshold})
+            found.append({"name": target.name.format(c=concurrency), "value": value, "threshold": target.threshold,
+                          "passed": value >= target.threshold})
     return found
+
+
+def _served(report: dict[str, Any], runner: str, concurrency: int) -> dict[str, Any] | None:
+    """The served STS-B result of ``runner`` at ``concurrency``, if measured."""
+    return next((r for r in report["served"] if r["runner"] == runner and r["workload"] == STSB_NAME
+                 and r["concurrency"] == concurrency), None)
 
 
 @dataclass
@@ -182,7 +213,7 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path, *,
                      "warmup_requests": profile.settings.warmup_requests, "concurrency": list(profile.concurrency),
                      "headline_concurrency": profile.headline_concurrency, "precisions": list(precisions)},
         "workloads": [describe(w) for w in workloads], "precisions": {}, "inprocess": [], "served": [],
-        "quality": {}, "targets": [], "errors": [], "timings": {},
+        "quality": {}, "targets": [], "errors": [], "timings": {}, "peers": {},
     }
     run = _Run(args, profile, work, model, model_dir, device, workloads, report, dict(server_options or {}))
     with run.timed("baseline in-process"):
@@ -193,11 +224,13 @@ def run_benchmark(args: argparse.Namespace, profile: Any, work: Path, *,
     report["quality"] = run.quality.summary()
     for precision in precisions:
         _precision_steps(run, precision)
+    if args.infinity_python and not args.no_served:
+        _peer_steps(run, PEERS["infinity"], args.infinity_python)
     with run.timed("baseline in-process, again at the end"):
         spec = _inprocess_spec(BASELINE_END, "sentence-transformers", model_dir, workloads, args, profile)
         report["inprocess"] += run_inprocess(spec, work, INPROCESS_TIMEOUT_S)["results"]
     _add_ratios(report)
-    report["targets"] = _targets(report, profile.headline_concurrency)
+    report["targets"] = _targets(report, profile.headline_concurrency, device.is_gpu)
     return report
 
 
@@ -235,6 +268,26 @@ def _precision_steps(run: _Run, precision: str) -> None:
     except Exception as exc:  # a model the server cannot load is a finding too; the other precisions still run
         log.error("%s: served run failed: %s", precision, exc)
         report["errors"].append(f"{precision}: served run failed: {str(exc).splitlines()[0]}")
+
+
+def _peer_steps(run: _Run, peer: Peer, python: str) -> None:
+    """The same model served by a peer (bench/peers.py): its STS-B quality, and STS-B served at every concurrency."""
+    # STS-B only: a peer truncates to the model's own max_seq_length, ours to --max-length, so the long synthetic
+    # workloads would not be the same work
+    runs, settings = [(run.workloads[0], c) for c in run.profile.concurrency], run.profile.settings
+    try:
+        with run.timed(f"{peer.name}: served"), tqdm(total=len(runs) * settings.repeats, desc=f"served {peer.name}",
+                                                     unit="window", file=sys.stderr, leave=False) as bar:
+            done = measure_peer(peer, python, run.model_dir, run.model_dir.name, runs, settings,
+                                lambda: bar.update(1), list(run.quality.sentences), run.profile.batch_size,
+                                run.device.is_gpu)
+    except Exception as exc:  # a peer that cannot start is reported; our own figures stand
+        log.error("%s: served run failed: %s", peer.name, exc)
+        run.report["errors"].append(f"{peer.name}: served run failed: {str(exc).splitlines()[0]}")
+        return
+    run.report["served"] += done.results
+    run.report["peers"][peer.name] = done.info
+    run.report["quality"]["precisions"][peer.name] = run.quality.score_vectors(done.vectors)
 
 
 def _precisions(args: argparse.Namespace, profile: Any, device: Any) -> tuple[str, ...]:

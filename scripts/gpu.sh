@@ -11,11 +11,16 @@
 #   WHEEL_PARTS  offline host: a folder holding the parts scripts/gpu_wheelhouse.sh made (wheels.tar.xz.NN);
 #                they are unpacked to $GPU_VENV.wheels and installed from there, without an index
 #   WHEELHOUSE   offline host: a folder of those wheels, already unpacked
+#   PEER_WHEEL_PARTS  offline host, peers step: the parts of
+#                `REQUIREMENTS=scripts/peer-infinity-requirements.txt scripts/gpu_wheelhouse.sh OUTDIR`
+#   INFINITY_VENV the peer's environment to create or reuse (default .venv-infinity)
 #   PRECISIONS   default fp16,bf16,int4
 #   STSB         the STS-B dev csv (default ../shared/data/stsb/sts-dev.csv)
 #   BENCH_OUT    where the report goes (default docs/benchmarks)
 #   GPU_SUITE    comma list of what to run (default served; `all` = every record of docs/benchmarks/gpu.md):
 #                served  the served benchmark (bench.gpu_served; extra arguments go to it)
+#                peers   served fp16 against sentence-transformers fp16 in-process and Infinity served, same texts,
+#                        batch 32, concurrency 1/4/16: MiniLM (real weights) and the bge-large shape (random)
 #                int8    the GPU int8 candidates against the fp16 route, MiniLM and bge-large shape (bench.gpu)
 #                large   Qwen3-Embedding-8B/4B shapes at bf16/int4/W8A8/FP8 (bench.gpu_large)
 #                memory  EMB_PROVIDER_ENABLE_GPU_MEMORY_OPTIMIZATION off vs on (bench.gpu_memory)
@@ -34,22 +39,45 @@ python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
 
 suite=${GPU_SUITE:-served}
-[ "$suite" = all ] && suite=served,int8,large,memory
+[ "$suite" = all ] && suite=served,peers,int8,large,memory
 for step in ${suite//,/ }; do  # checked before any work: a typo must not cost an environment build
-  case $step in served|int8|large|memory) ;;
-    *) echo "error: GPU_SUITE step '$step' is not one of served, int8, large, memory (or all)" >&2; exit 2 ;;
+  case $step in served|peers|int8|large|memory) ;;
+    *) echo "error: GPU_SUITE step '$step' is not one of served, peers, int8, large, memory (or all)" >&2; exit 2 ;;
   esac
 done
 
 command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "error: no NVIDIA GPU here (nvidia-smi -L failed)" >&2; exit 1; }
 
+# unpack_parts PARTS DEST: the xz stream scripts/gpu_wheelhouse.sh split into parts, unpacked once into DEST
+unpack_parts() {
+  if [ ! -f "$2/.complete" ]; then
+    rm -rf "$2" && mkdir -p "$2"
+    cat "$1"/wheels.tar.xz.[0-9][0-9] | xz -d -T0 | tar -x -C "$2"
+    touch "$2/.complete"
+  fi
+}
+
+# peer_python: the interpreter of Infinity's own environment (bench/peers.py says why it needs one), made like
+# $venv over the host's CUDA torch stack and filled from scripts/peer-infinity-requirements.txt; prints its path
+peer_python() {
+  local env=${INFINITY_VENV:-.venv-infinity} reqs=scripts/peer-infinity-requirements.txt want
+  [ -x "$env/bin/python" ] || "$python" -m bench.gpu_env create "$env" --python "$python" >&2
+  want=$(sha1sum < "$reqs" | cut -c1-12)
+  if [ "$(cat "$env/.installed" 2>/dev/null)" != "$want" ]; then
+    if [ -n "${PEER_WHEEL_PARTS:-}" ]; then
+      unpack_parts "$PEER_WHEEL_PARTS" "$env.wheels"
+      "$env/bin/python" -m pip install -q --no-index --no-deps --no-compile "$env.wheels"/*.whl >&2
+    else
+      "$env/bin/python" -m pip install -q -r "$reqs" >&2
+    fi
+    echo "$want" > "$env/.installed"
+  fi
+  echo "$env/bin/python"
+}
+
 if [ -n "${WHEEL_PARTS:-}" ]; then
   WHEELHOUSE=$venv.wheels
-  if [ ! -f "$WHEELHOUSE/.complete" ]; then
-    rm -rf "$WHEELHOUSE" && mkdir -p "$WHEELHOUSE"
-    cat "$WHEEL_PARTS"/wheels.tar.xz.[0-9][0-9] | xz -d -T0 | tar -x -C "$WHEELHOUSE"
-    touch "$WHEELHOUSE/.complete"
-  fi
+  unpack_parts "$WHEEL_PARTS" "$WHEELHOUSE"
 fi
 
 [ -x "$venv/bin/python" ] || "$python" -m bench.gpu_env create "$venv" --python "$python"
@@ -80,6 +108,15 @@ for step in ${suite//,/ }; do
   case $step in
     served) "$venv/bin/python" -m bench.gpu_served --device cuda --precisions "${PRECISIONS:-fp16,bf16,int4}" \
               ${STSB:+--stsb "$STSB"} --out "$out" "$@" ;;
+    peers) peer=$(peer_python)
+           for shape in minilm bge-large; do
+             model=()  # MiniLM: the bundled model itself; bge-large: its shape with random weights
+             [ "$shape" = minilm ] || model=(--model "$("$venv/bin/python" -m bench.gpu --model-dirs-only \
+                                                         --shapes "$shape" --work "$work")")
+             "$venv/bin/python" -m bench.gpu_served --report-name "served-peers-$shape" "${model[@]}" \
+               --device cuda --precisions fp16 --batch-size 32 --concurrency 1,4,16 --infinity-python "$peer" \
+               ${STSB:+--stsb "$STSB"} --out "$out"
+           done ;;
     int8) "$venv/bin/python" -m bench.gpu --out "$out/gpu-int8" --work "$work" --workloads 32x128,64x256 \
             --deadline-s 3600 --worker-timeout-s 600 --variants "$int8_variants" ;;
     large) "$venv/bin/python" -m bench.gpu_large --out "$out/gpu-large" ;;

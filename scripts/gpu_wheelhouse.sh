@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Pack the wheels that scripts/gpu.sh installs, for a GPU host without internet (Python 3.12, x86_64, CUDA 13).
 #
-# usage: scripts/gpu_wheelhouse.sh OUTDIR [PART_MIB]
+# usage: [REQUIREMENTS=file] scripts/gpu_wheelhouse.sh OUTDIR [PART_MIB]
 #
 # Run it where pip reaches PyPI. It downloads every wheel of scripts/gpu-requirements.txt (+ nvidia-pytriton and
-# the http client's compiled dependencies, which such a host lacks) for CPython 3.12, re-stores each wheel
+# the http client's compiled dependencies, which such a host lacks; or, with REQUIREMENTS set, of that file alone,
+# e.g. scripts/peer-infinity-requirements.txt for the peers step) for CPython 3.12, re-stores each wheel
 # uncompressed (same files, same RECORD: only the zip container changes) so that xz can compress the CUDA
 # libraries inside, and writes OUTDIR/part1 ... OUTDIR/partN (each <= PART_MIB MiB, default 60), one xz stream
 # split in order. Copy every part to one folder on the GPU host, then:
-#     WHEEL_PARTS=that/folder scripts/gpu.sh
+#     WHEEL_PARTS=that/folder scripts/gpu.sh    (the peer's: PEER_WHEEL_PARTS=that/folder)
 # Keep OUTDIR out of git (.git/info/exclude): the parts are large, generated files.
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n '2,13p' "$0"; exit 2; }
@@ -23,9 +24,11 @@ plats=(--platform any --platform manylinux1_x86_64 --platform manylinux2014_x86_
 for v in $(seq 5 39); do plats+=(--platform "manylinux_2_${v}_x86_64"); done
 # --no-deps: the GPU host already has torch, transformers & co.; what it lacks is named in the requirements file
 # (its "offline" lines) so the download is exactly the wheelhouse, nothing resolved behind our back.
-mapfile -t reqs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/gpu-requirements.txt" | grep -v '^$')
+requirements=${REQUIREMENTS:-$here/gpu-requirements.txt}
+mapfile -t reqs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$requirements" | grep -v '^$')
+[ -n "${REQUIREMENTS:-}" ] || reqs+=("$(grep -o 'nvidia-pytriton==[0-9.]*' "$here/gpu.sh")")
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  "${plats[@]}" -d "$work/dl" "${reqs[@]}" "$(grep -o 'nvidia-pytriton==[0-9.]*' "$here/gpu.sh")"
+  "${plats[@]}" -d "$work/dl" "${reqs[@]}"
 "$python" - "$work/dl" "$work/house" <<'PY'
 import copy, pathlib, sys, zipfile
 src, dst = map(pathlib.Path, sys.argv[1:])
@@ -45,4 +48,4 @@ for p in "$work"/wheels.tar.xz.[0-9][0-9]; do
 done
 ls "$work/dl" | sed 's/^/  /'
 du -sh "$out"/part* | sed 's/^/  /'
-echo "$n parts in $out: copy all part*/wheels.tar.xz.* into one folder on the GPU host, then WHEEL_PARTS=<folder> scripts/gpu.sh"
+echo "$n parts in $out: copy all part*/wheels.tar.xz.* into one folder on the GPU host, then WHEEL_PARTS=<folder> scripts/gpu.sh (REQUIREMENTS=peer file: PEER_WHEEL_PARTS=<folder>)"

@@ -125,3 +125,22 @@ def test_quick_run_writes_a_well_formed_report(tmp_path):
     assert machine["int8_kind"] in INT8_KERNELS and set(machine["int8_features"]) <= set(cpu_info().int8_features)
     assert f"- Machine: {machine['cpu']} (int8: " in md and f"-> {machine['int8_kind']}), " in md
     assert json_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _served(runner: str, concurrency: int, texts_per_s: float, ratio: float | None = None) -> dict:
+    return {"runner": runner, "workload": "stsb", "concurrency": concurrency,
+            "texts_per_s": {"median": texts_per_s}, "ratio_to_baseline": ratio, "ratio_to_inprocess": None}
+
+
+def test_gpu_targets_compare_served_fp16_with_the_peer_and_the_baseline_at_16_clients():
+    from bench.run import _targets
+
+    report = {"served": [_served("fp16", 4, 900.0, 1.1), _served("fp16", 16, 1200.0, 1.4),
+                         _served("infinity", 16, 1000.0)]}
+    targets = {t["name"]: (round(t["value"], 2), t["passed"]) for t in _targets(report, 4, gpu=True)}
+    assert targets == {"served fp16 vs sentence-transformers fp16 in-process (STS-B, c=16)": (1.4, True),
+                       "served fp16 vs Infinity served (STS-B, c=16)": (1.2, False)}
+    assert _targets(report, 4, gpu=False) == []  # the CPU targets name int8/fp32, which this run lacks
+    report["served"].pop()  # no peer measured: no peer target, rather than a made-up one
+    assert [t["name"] for t in _targets(report, 4, gpu=True)] == [
+        "served fp16 vs sentence-transformers fp16 in-process (STS-B, c=16)"]

@@ -99,7 +99,7 @@ def test_an_unknown_suite_step_is_refused_before_any_work(tmp_path):
     out = subprocess.run(["bash", str(SCRIPTS / "gpu.sh")], capture_output=True, text=True,
                          env={**os.environ, "GPU_VENV": str(tmp_path / "env"), "GPU_SUITE": "served,int9"})
     assert out.returncode == 2
-    assert "GPU_SUITE step 'int9' is not one of served, int8, large, memory (or all)" in out.stderr
+    assert "GPU_SUITE step 'int9' is not one of served, peers, int8, large, memory (or all)" in out.stderr
     assert not (tmp_path / "env").exists()
 
 

@@ -60,3 +60,13 @@ def test_a_gpu_report_names_the_card_and_the_host_cpu():
     assert "- Machine: Intel(R) Xeon(R) Processor" in text
     assert "sentence-transformers fp16 in-process" in text
     assert {r["runner"] for r in report["served"]} == {"fp16", "bf16", "int4"} and report["errors"] == []
+
+
+def test_report_name_names_the_file_and_is_checked(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cpu, "main", lambda argv, **kwargs: seen.update(argv=argv, **kwargs) or 0)
+    assert gpu_served.main(["--report-name", "served-peers-bge-large", "--precisions", "fp16"]) == 0
+    assert seen["stem"] == gpu_served.report_stem("served-peers-bge-large") and "--report-name" not in seen["argv"]
+    assert seen["command"].endswith("--report-name served-peers-bge-large")
+    with pytest.raises(SystemExit):
+        gpu_served.main(["--report-name", "../elsewhere"])
