@@ -48,6 +48,13 @@ def test_gpu_service_reserves_a_gpu_and_the_cpu_variant_does_not():
     assert "deploy" not in service("triton-cpu") and service("triton-cpu")["profiles"] == ["cpu"]
 
 
+def test_the_gpu_service_keeps_tensorrt_engines_on_a_volume_where_the_configs_point():
+    from exporter.triton.config import CONTAINER_TRT_CACHE
+
+    assert f"trt-cache:{CONTAINER_TRT_CACHE}" in service("triton")["volumes"]
+    assert "trt-cache" in COMPOSE["volumes"]
+
+
 def test_dockerfile_uses_an_ngc_image_recent_enough_for_the_exported_graphs():
     match = re.search(r"ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:(\d\d)\.(\d\d)-py3", DOCKERFILE)
     assert match, "FROM must default to an NGC tritonserver -py3 image"

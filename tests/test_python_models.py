@@ -201,9 +201,9 @@ class FakeEncoder:
 
     calls = []
 
-    def __init__(self, path, device="cpu", threads=None, memory_optimization=False):
+    def __init__(self, path, device="cpu", threads=None, memory_optimization=False, **options):
         self.path, self.device, self.threads = path, device, threads
-        self.memory_optimization = memory_optimization
+        self.memory_optimization, self.options = memory_optimization, options
 
     def __call__(self, batch):
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -254,8 +254,10 @@ def encoder_repo(tmp_path) -> Path:
     return tmp_path / "m_encoder"
 
 
-def make_encoder(repo: Path, threads=2, runtime_class="FakeEncoder", memory_optimization=None, **extra):
-    more = {} if memory_optimization is None else {"memory_optimization": memory_optimization}
+def make_encoder(repo: Path, threads=2, runtime_class="FakeEncoder", memory_optimization=None, more=None, **extra):
+    more = dict(more or {})
+    if memory_optimization is not None:
+        more["memory_optimization"] = memory_optimization
     config = {"name": "m_encoder", "backend": "python", "max_batch_size": 8,
               "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1]} for n in TOKEN_OUTPUTS[:2]],
               "output": [{"name": "sentence_embedding", "data_type": "TYPE_FP32", "dims": [3]}],
@@ -296,6 +298,15 @@ def test_the_runtime_is_loaded_from_the_version_dir_with_device_and_threads(enco
 def test_the_plans_memory_setting_reaches_the_runtime(encoder_repo, value):
     model = make_encoder(encoder_repo, memory_optimization=value, model_instance_kind="GPU")
     assert model.encoder.memory_optimization is (value == "true")
+
+
+def test_a_tensorrt_cache_reaches_gpu_instances_only(encoder_repo):
+    """ONNX encoders built with --tensorrt; a CPU instance (a GPU build served on a CPU host) must still load,
+    and the torch runner, which takes no such argument, never gets one from configs without it."""
+    gpu = make_encoder(encoder_repo, more={"tensorrt_cache": "/cache/m"}, model_instance_kind="GPU")
+    assert gpu.encoder.options == {"tensorrt_cache": "/cache/m"}
+    assert make_encoder(encoder_repo, more={"tensorrt_cache": "/cache/m"}).encoder.options == {}
+    assert make_encoder(encoder_repo, model_instance_kind="GPU").encoder.options == {}
 
 
 def test_a_dynamic_batch_is_answered_per_request_as_if_each_ran_alone(encoder_repo):

@@ -156,6 +156,8 @@ def test_gpu_encoder_gets_kind_gpu_memory_settings_and_optional_tensorrt():
     assert config.parameters["memory_optimization"].string_value == "true"  # the python runner's switch
     trt = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert [a.name for a in trt] == ["tensorrt"] and trt[0].parameters["precision_mode"] == "FP16"
+    # the engine cache lives on the volume docker-compose.yml mounts, not in the container's /tmp
+    assert trt[0].parameters["trt_engine_cache_path"] == f"/trt-cache/{plan.name}"
 
 
 def test_tensorrt_on_a_cpu_target_is_a_clear_error():
@@ -225,6 +227,16 @@ def test_python_runner_config_keeps_tensors_and_drops_native_only_fields():
     assert runner.parameters["runtime_class"].string_value == "OnnxEncoder"
     assert runner.parameters["threads"].string_value == "2"
     assert runner.dynamic_batching == native.dynamic_batching
+
+
+def test_a_tensorrt_encoder_keeps_tensorrt_in_the_local_runner_with_a_lasting_engine_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    native = encoder_config(plan_for("cuda"), INFO, ServingOptions(tensorrt=True), gpu=True)
+    runner = roundtrip(python_runner_config(native, "onnx"))
+    assert runner.parameters["tensorrt_cache"].string_value == str(tmp_path / "emb-provider" / "tensorrt" /
+                                                                   native.name)
+    plain = encoder_config(plan_for("cuda"), INFO, ServingOptions(), gpu=True)
+    assert "tensorrt_cache" not in roundtrip(python_runner_config(plain, "onnx")).parameters
 
 
 def build_tiny(tmp_path: Path, dest: Path, **artefact_kwargs) -> dict:

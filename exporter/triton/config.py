@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +33,7 @@ TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
 ENCODER_OUTPUT = "sentence_embedding"
 TOKENIZER_DIR = "tokenizer"
 WARMUP_SEQ_LEN = 16
+CONTAINER_TRT_CACHE = "/trt-cache"  # the native backend's TensorRT engine cache, a volume in docker-compose.yml
 # The python-backend encoder's length-bucket budget (padded tokens per runtime call) when --max-batch-tokens is not
 # given. The budget caps a call's size, and a larger one lets short texts join long ones' calls: more padding.
 # CPU: 2048, the fastest of 1024-16384 on a 2-core EPYC (docs/benchmarks/batch-tokens-cpu-2026-12-01.json: 1.7x
@@ -229,7 +231,8 @@ def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, g
             trt.parameters["precision_mode"] = "FP16"
             trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
             trt.parameters["trt_engine_cache_enable"] = "1"
-            trt.parameters["trt_engine_cache_path"] = f"/tmp/trt_cache/{plan.name}"
+            # docker-compose.yml mounts a named volume there, so a restarted container loads its engines
+            trt.parameters["trt_engine_cache_path"] = f"{CONTAINER_TRT_CACHE}/{plan.name}"
     else:
         config.backend = "python"
         _set_parameters(config, _runner_parameters(spec.runtime, options))
@@ -271,12 +274,24 @@ def _runner_parameters(runtime: str, options: ServingOptions) -> dict[str, Any]:
     return {"runtime_loader": loader, "runtime_class": cls, "threads": options.encoder_threads}
 
 
+def local_tensorrt_cache(model: str) -> str:
+    """Where the local runner keeps ``model``'s TensorRT engines: outside the served copy (``exporter serve`` works
+    in a temporary directory), so a restart loads them instead of building them again:
+    ``$XDG_CACHE_HOME/emb-provider/tensorrt/<model>`` (``~/.cache`` when unset)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "emb-provider", "tensorrt", model)
+
+
 def python_runner_config(native, runtime: str = "onnx", threads: int = 0):
     """A python-backend copy of a native ONNX encoder config (same tensors, batching, warm-up and parameters).
 
     Inputs become ragged-batchable: the runner pads the requests of a dynamic batch to one length itself, which
-    the native backend cannot do.
+    the native backend cannot do. A TensorRT accelerator becomes the runner's ``tensorrt_cache`` parameter
+    (:func:`local_tensorrt_cache`): the runner puts ONNX Runtime's TensorRT provider first, as the native
+    backend would.
     """
+    accelerators = native.optimization.execution_accelerators.gpu_execution_accelerator
+    tensorrt = any(accelerator.name == "tensorrt" for accelerator in accelerators)
     config = _pb().ModelConfig()
     config.CopyFrom(native)
     config.ClearField("platform")
@@ -288,6 +303,8 @@ def python_runner_config(native, runtime: str = "onnx", threads: int = 0):
     for tensor in config.input:
         tensor.allow_ragged_batch = True
     _set_parameters(config, _runner_parameters(runtime, ServingOptions(encoder_threads=threads)))
+    if tensorrt:
+        _set_parameters(config, {"tensorrt_cache": local_tensorrt_cache(native.name)})
     return config
 
 

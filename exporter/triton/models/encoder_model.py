@@ -98,9 +98,11 @@ class TritonPythonModel:
         gpu = args.get("model_instance_kind") == "GPU"
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else "cpu"
         threads = int(params.get("threads", "0")) or None
+        # only ONNX encoders built with --tensorrt carry it; the torch runner takes no such argument
+        extra = {"tensorrt_cache": params["tensorrt_cache"]} if gpu and params.get("tensorrt_cache") else {}
         try:
             self.encoder = encoder_cls(version_dir, device=device, threads=threads,
-                                       memory_optimization=params.get("memory_optimization") == "true")
+                                       memory_optimization=params.get("memory_optimization") == "true", **extra)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise

@@ -19,6 +19,36 @@ MODEL_FILE = "model.onnx"
 OUTPUT_NAME = "sentence_embedding"
 
 
+def execution_providers(device: str, available: list[str], memory_optimization: bool = False,
+                        tensorrt_cache: str | None = None) -> list:
+    """ONNX Runtime's providers for ``device``, most preferred first; CPU always last (the fallback for nodes the
+    others do not take).
+
+    ``tensorrt_cache`` (a directory; GPU only) puts the TensorRT provider first, in FP16, with its engine and
+    timing caches there, so a restart loads the engines instead of building them again. Nodes TensorRT cannot
+    take run on the CUDA provider; where onnxruntime has no TensorRT provider at all, a WARNING says so and the
+    model runs on CUDA alone."""
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    cuda_options: dict = {"device_id": index}
+    if memory_optimization:
+        cuda_options["arena_extend_strategy"] = "kSameAsRequested"
+    providers: list = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
+    if tensorrt_cache is None:
+        return providers
+    if "TensorrtExecutionProvider" not in available:
+        log.warning("TensorRT was asked for, but this onnxruntime has no TensorrtExecutionProvider (available: %s): "
+                    "running on the CUDA provider; install onnxruntime-gpu with TensorRT's libraries to use it",
+                    ", ".join(available))
+        return providers
+    os.makedirs(tensorrt_cache, exist_ok=True)
+    trt_options = {"device_id": index, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": tensorrt_cache, "trt_timing_cache_enable": True,
+                   "trt_timing_cache_path": tensorrt_cache}
+    return [("TensorrtExecutionProvider", trt_options), *providers]
+
+
 class OnnxEncoder:
     """ONNX Runtime session over ``<artefact_dir>/model.onnx``.
 
@@ -27,27 +57,27 @@ class OnnxEncoder:
     threads (``None``: ONNX Runtime's default, one per core). ``memory_optimization`` (the plan's GPU memory
     setting) makes the CUDA arena grow by what is requested instead of doubling (``kSameAsRequested``), so a
     large batch does not leave a power-of-two arena behind (measured in docs/benchmarks/gpu.md).
+    ``tensorrt_cache``: see :func:`execution_providers`.
     """
 
     def __init__(self, artefact_dir: str, device: str = "cpu", threads: int | None = None,
-                 memory_optimization: bool = False):
+                 memory_optimization: bool = False, tensorrt_cache: str | None = None):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self.device = device
         self.cuda = device.startswith("cuda")
-        providers: list = ["CPUExecutionProvider"]
-        if self.cuda:
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
-            cuda_options = {"device_id": index}
-            if memory_optimization:
-                cuda_options["arena_extend_strategy"] = "kSameAsRequested"
-            providers.insert(0, ("CUDAExecutionProvider", cuda_options))
-            self.device_id = index
+        self.device_id = int(device.split(":", 1)[1]) if ":" in device else 0
+        providers = execution_providers(device, ort.get_available_providers(), memory_optimization, tensorrt_cache)
         self.session = ort.InferenceSession(os.path.join(artefact_dir, MODEL_FILE), options, providers=providers)
         if self.cuda and "CUDAExecutionProvider" not in self.session.get_providers():
             raise RuntimeError(f"device {device!r} asked for CUDA but onnxruntime has no CUDAExecutionProvider "
                                f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+        asked_trt = any(p[0] == "TensorrtExecutionProvider" for p in providers if isinstance(p, tuple))
+        if asked_trt and "TensorrtExecutionProvider" not in self.session.get_providers():
+            # onnxruntime-gpu lists the provider even where TensorRT's libraries (libnvinfer) cannot be loaded
+            log.warning("the TensorRT provider did not start (are TensorRT's libraries installed and on "
+                        "LD_LIBRARY_PATH?): running on %s", ", ".join(self.session.get_providers()))
         self.input_names: list[str] = [i.name for i in self.session.get_inputs()]
 
     def _feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
