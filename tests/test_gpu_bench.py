@@ -69,3 +69,19 @@ def test_report_rerenders_from_json(report, tmp_path):
 def test_bad_arguments_name_the_value(tmp_path, args, message):
     done = _run("--out", str(tmp_path), *args)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_model_dirs_only_makes_a_sentence_transformers_dir_once_and_prints_it(tmp_path, capsys):
+    """What GPU_SUITE=peers serves with both runners: one pooling mode spelled out, since sentence-transformers 3
+    (Infinity's) turns mean pooling on when its key is absent and would serve vectors twice as wide."""
+    from bench import gpu
+
+    assert gpu.main(["--model-dirs-only", "--quick", "--shapes", "bge-large", "--work", str(tmp_path / "w")]) == 0
+    model_dir = Path(capsys.readouterr().out.strip())
+    assert model_dir == tmp_path / "w-quick" / "bge-large-random" and (model_dir / "modules.json").is_file()
+    pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+    assert [k for k, v in pooling.items() if v is True] == ["pooling_mode_cls_token"]
+    assert {"pooling_mode_mean_tokens", "pooling_mode_max_tokens"} <= set(pooling)
+    stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+    gpu.main(["--model-dirs-only", "--quick", "--shapes", "bge-large", "--work", str(tmp_path / "w")])
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not made again
