@@ -347,11 +347,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def shape_model_dir(label: str, args: argparse.Namespace) -> Path:
     """The model directory of a shape: MiniLM's own, or random bge-large weights under ``--work`` (made once:
-    ``modules.json`` is written last, so a complete earlier directory is reused)."""
+    ``modules.json`` is written last, so a complete earlier directory of this format is reused)."""
     if label != "bge-large":
         return Path(args.minilm_dir)
     model_dir = Path(args.work) / "bge-large-random"
-    if not (model_dir / "modules.json").is_file():
+    pooling = model_dir / "1_Pooling" / "config.json"
+    # reused only if complete (modules.json) and made with every pooling mode spelled out (random_model_dir)
+    if not (model_dir / "modules.json").is_file() or not pooling.is_file() \
+            or "pooling_mode_mean_tokens" not in pooling.read_text():
         shutil.rmtree(model_dir, ignore_errors=True)
         random_model_dir(TINY_BERT if args.quick else BGE_LARGE, Path(args.minilm_dir), model_dir, pooling="cls")
     return model_dir

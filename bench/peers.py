@@ -17,6 +17,7 @@ import http.client
 import json
 import logging
 import subprocess
+import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +69,14 @@ PEERS = {peer.name: peer for peer in (INFINITY,)}
 
 def peer_process(peer: Peer, python: str, model_dir: Path, served_name: str, gpu: bool,
                  start_timeout_s: float = START_TIMEOUT_S) -> tuple[ServiceProcess, int]:
-    """The peer's server on a free port (not started), and the port. Our checkout's PYTHONPATH is dropped: it
-    must not shadow the peer's own environment."""
+    """The peer's server on a free port (not started), and the port. It runs from the temporary directory without
+    our PYTHONPATH: our checkout's packages (``python -m`` puts the working directory first) must not shadow the
+    peer's own environment."""
     [port] = free_ports(1)
     env = {**dict(peer.env), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     process = ServiceProcess(peer.name, peer.command(python, model_dir, served_name, port, gpu),
                              f"http://127.0.0.1:{port}{peer.health_path}", env=env, unset=("PYTHONPATH",),
-                             ready_timeout=start_timeout_s)
+                             cwd=tempfile.gettempdir(), ready_timeout=start_timeout_s)
     return process, port
 
 
@@ -123,7 +125,10 @@ class PeerRun:
 def peer_version(peer: Peer, python: str) -> str:
     """The peer package's version as its own interpreter reports it ('unknown' if that fails)."""
     code = f"import importlib.metadata as m; print(m.version({peer.package!r}))"
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
@@ -136,7 +141,7 @@ def measure_peer(peer: Peer, python: str, model_dir: Path, served_name: str, run
     def make_calls(concurrency: int, batch_size: int, stack: ExitStack) -> list[Call]:
         return [embeddings_call(port, peer.embeddings_path, served_name, stack) for _ in range(concurrency)]
 
-    gpu_before = nvml_used_mib()
+    gpu_before = nvml_used_mib() if gpu else None
     server, port = peer_process(peer, python, model_dir, served_name, gpu)
     with server, ExitStack() as stack:
         log.info("%s serves %s on port %d", peer.name, served_name, port)

@@ -281,13 +281,14 @@ def _peer_steps(run: _Run, peer: Peer, python: str) -> None:
             done = measure_peer(peer, python, run.model_dir, run.model_dir.name, runs, settings,
                                 lambda: bar.update(1), list(run.quality.sentences), run.profile.batch_size,
                                 run.device.is_gpu)
-    except Exception as exc:  # a peer that cannot start is reported; our own figures stand
+        quality = run.quality.score_vectors(done.vectors)
+    except Exception as exc:  # a peer that cannot start or serves other vectors is reported; our figures stand
         log.error("%s: served run failed: %s", peer.name, exc)
         run.report["errors"].append(f"{peer.name}: served run failed: {str(exc).splitlines()[0]}")
         return
     run.report["served"] += done.results
     run.report["peers"][peer.name] = done.info
-    run.report["quality"]["precisions"][peer.name] = run.quality.score_vectors(done.vectors)
+    run.report["quality"]["precisions"][peer.name] = quality
 
 
 def _precisions(args: argparse.Namespace, profile: Any, device: Any) -> tuple[str, ...]:

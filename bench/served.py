@@ -34,7 +34,7 @@ class MemorySampler:
         self.pid, self.interval_s, self.gpu_before_mib = pid, interval_s, gpu_before_mib
         self.idle_mb = self._rss()
         self._peak_mb, self._peak_gpu = self.idle_mb, self._gpu()
-        self._stop = threading.Event()
+        self._stop, self._lock = threading.Event(), threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _rss(self) -> float:
@@ -49,16 +49,19 @@ class MemorySampler:
             self._sample()
 
     def _sample(self) -> None:
-        self._peak_mb = max(self._peak_mb, self._rss())
-        gpu = self._gpu()
-        if gpu is not None:
-            self._peak_gpu = max(self._peak_gpu or 0.0, gpu)
+        rss, gpu = self._rss(), self._gpu()
+        with self._lock:  # take_peak's reset must not be overwritten by a sample taken before it
+            self._peak_mb = max(self._peak_mb, rss)
+            if gpu is not None:
+                self._peak_gpu = max(self._peak_gpu or 0.0, gpu)
 
     def take_peak(self) -> dict[str, float | None]:
         """The peaks since the previous call (or the start), including a sample taken now, as report fields."""
         self._sample()
-        peaks = {"server_rss_mb": self._peak_mb, "server_idle_rss_mb": self.idle_mb, "server_gpu_mib": self._peak_gpu}
-        self._peak_mb, self._peak_gpu = 0.0, None
+        with self._lock:
+            peaks = {"server_rss_mb": self._peak_mb, "server_idle_rss_mb": self.idle_mb,
+                     "server_gpu_mib": self._peak_gpu}
+            self._peak_mb, self._peak_gpu = 0.0, None
         return peaks
 
     def __enter__(self) -> "MemorySampler":

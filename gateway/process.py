@@ -38,8 +38,8 @@ class ServiceProcess:
     """
 
     def __init__(self, name: str, command: Sequence[str], health_url: str, *, env: Mapping[str, str] | None = None,
-                 unset: Sequence[str] = (), ready_timeout: float = 30.0):
-        self.name, self.command, self.health_url = name, list(command), health_url
+                 unset: Sequence[str] = (), cwd: str | None = None, ready_timeout: float = 30.0):
+        self.name, self.command, self.health_url, self.cwd = name, list(command), health_url, cwd
         self.env, self.unset, self.ready_timeout = dict(env or {}), tuple(unset), ready_timeout
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
@@ -50,20 +50,25 @@ class ServiceProcess:
         env = {k: v for k, v in os.environ.items() if k not in self.unset}
         handle, name = tempfile.mkstemp(prefix=f"emb-provider-{self.name}-", suffix=".log")
         self.log_path = Path(name)
-        with os.fdopen(handle, "wb") as log_file:
-            self.process = subprocess.Popen(self.command, env={**env, **self.env}, stdout=log_file,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+        try:
+            with os.fdopen(handle, "wb") as log_file:
+                self.process = subprocess.Popen(self.command, env={**env, **self.env}, cwd=self.cwd, stdout=log_file,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+            self._wait_ready()
+        except BaseException:  # Ctrl-C while waiting too: the child has a session of its own and would live on
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 why = f"exited with {self.process.returncode}" if self.process.poll() is not None else \
                     f"did not answer {self.health_url} within {self.ready_timeout:g} s"
-                tail = self.log_tail()
-                self.stop()
-                raise RuntimeError(f"{self.name} {why}\n{tail}")
+                raise RuntimeError(f"{self.name} {why}\n{self.log_tail()}")
             time.sleep(0.1)
-        return self
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL after 10 s; remove the log. Idempotent."""

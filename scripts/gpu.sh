@@ -51,24 +51,26 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "error: no NVIDIA GP
 # unpack_parts PARTS DEST: the xz stream scripts/gpu_wheelhouse.sh split into parts, unpacked once into DEST
 unpack_parts() {
   if [ ! -f "$2/.complete" ]; then
-    rm -rf "$2" && mkdir -p "$2"
-    cat "$1"/wheels.tar.xz.[0-9][0-9] | xz -d -T0 | tar -x -C "$2"
+    rm -rf "$2" && mkdir -p "$2" || return 1
+    (set -o pipefail; cat "$1"/wheels.tar.xz.[0-9][0-9] | xz -d -T0 | tar -x -C "$2") || return 1
     touch "$2/.complete"
   fi
 }
 
 # peer_python: the interpreter of Infinity's own environment (bench/peers.py says why it needs one), made like
 # $venv over the host's CUDA torch stack and filled from scripts/peer-infinity-requirements.txt; prints its path
+# (and nothing else on stdout). It runs in $(...), where set -e does not hold: every step returns on failure, so a
+# failed install is never stamped as done.
 peer_python() {
   local env=${INFINITY_VENV:-.venv-infinity} reqs=scripts/peer-infinity-requirements.txt want
-  [ -x "$env/bin/python" ] || "$python" -m bench.gpu_env create "$env" --python "$python" >&2
+  [ -x "$env/bin/python" ] || "$python" -m bench.gpu_env create "$env" --python "$python" >&2 || return 1
   want=$(sha1sum < "$reqs" | cut -c1-12)
   if [ "$(cat "$env/.installed" 2>/dev/null)" != "$want" ]; then
     if [ -n "${PEER_WHEEL_PARTS:-}" ]; then
-      unpack_parts "$PEER_WHEEL_PARTS" "$env.wheels"
-      "$env/bin/python" -m pip install -q --no-index --no-deps --no-compile "$env.wheels"/*.whl >&2
+      unpack_parts "$PEER_WHEEL_PARTS" "$env.wheels" >&2 || return 1
+      "$env/bin/python" -m pip install -q --no-index --no-deps --no-compile "$env.wheels"/*.whl >&2 || return 1
     else
-      "$env/bin/python" -m pip install -q -r "$reqs" >&2
+      "$env/bin/python" -m pip install -q -r "$reqs" >&2 || return 1
     fi
     echo "$want" > "$env/.installed"
   fi
@@ -108,7 +110,7 @@ for step in ${suite//,/ }; do
   case $step in
     served) "$venv/bin/python" -m bench.gpu_served --device cuda --precisions "${PRECISIONS:-fp16,bf16,int4}" \
               ${STSB:+--stsb "$STSB"} --out "$out" "$@" ;;
-    peers) peer=$(peer_python)
+    peers) peer=$(peer_python) || { echo "error: the Infinity environment could not be made (see above)" >&2; exit 1; }
            for shape in minilm bge-large; do
              model=()  # MiniLM: the bundled model itself; bge-large: its shape with random weights
              [ "$shape" = minilm ] || model=(--model "$("$venv/bin/python" -m bench.gpu --model-dirs-only \

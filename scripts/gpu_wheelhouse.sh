@@ -25,6 +25,7 @@ for v in $(seq 5 39); do plats+=(--platform "manylinux_2_${v}_x86_64"); done
 # --no-deps: the GPU host already has torch, transformers & co.; what it lacks is named in the requirements file
 # (its "offline" lines) so the download is exactly the wheelhouse, nothing resolved behind our back.
 requirements=${REQUIREMENTS:-$here/gpu-requirements.txt}
+[ -f "$requirements" ] || { echo "error: REQUIREMENTS=$requirements is not a file" >&2; exit 2; }
 mapfile -t reqs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$requirements" | grep -v '^$')
 [ -n "${REQUIREMENTS:-}" ] || reqs+=("$(grep -o 'nvidia-pytriton==[0-9.]*' "$here/gpu.sh")")
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -53,11 +55,11 @@ def test_a_peer_that_exits_at_start_is_an_error_with_its_output():
         server.start()
 
 
-def test_the_peer_runs_without_our_pythonpath(monkeypatch):
+def test_the_peer_runs_without_our_pythonpath_and_outside_our_checkout(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "/our/checkout")
     server, port = peer_process(FAKE_PEER, sys.executable, Path("/unused"), "m", gpu=False, start_timeout_s=30)
     with server, urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as response:
-        assert json.load(response) == {"pythonpath": None}
+        assert json.load(response) == {"pythonpath": None, "cwd": os.path.realpath(tempfile.gettempdir())}
 
 
 def test_measure_peer_embeds_the_sentences_in_order_and_times_each_concurrency():

@@ -74,7 +74,7 @@ def plan_for(device: str = "cpu", name: str = "tiny", **config):
     return resolve(ModelSpec("tiny/model", name), Config.from_env(config), parse_device(device))
 
 
-INFO = ArtefactInfo(dim=DIM, max_seq_length=128, inputs=INPUTS, runtime="onnx")
+INFO = ArtefactInfo(dim=DIM, max_seq_length=128, inputs=INPUTS, runtime="onnx", graph_sha256="0123456789abcdef" * 4)
 
 
 def roundtrip(config):
@@ -157,7 +157,25 @@ def test_gpu_encoder_gets_kind_gpu_memory_settings_and_optional_tensorrt():
     trt = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert [a.name for a in trt] == ["tensorrt"] and trt[0].parameters["precision_mode"] == "FP16"
     # the engine cache lives on the volume docker-compose.yml mounts, not in the container's /tmp
-    assert trt[0].parameters["trt_engine_cache_path"] == f"/trt-cache/{plan.name}"
+    assert trt[0].parameters["trt_engine_cache_path"] == f"/trt-cache/{plan.name}/{INFO.graph_sha256[:16]}"
+
+
+def test_tensorrt_engines_of_a_rebuilt_graph_go_to_a_new_cache_directory():
+    """TensorRT's own cache key does not cover the weights: a rebuild under the same name must not load the old
+    engines. The key is model.onnx's sha256 from report.json."""
+    from dataclasses import replace
+
+    plan = plan_for("cuda")
+
+    def cache(info):
+        config = encoder_config(plan, info, ServingOptions(tensorrt=True), gpu=True)
+        return config.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters[
+            "trt_engine_cache_path"]
+
+    assert cache(INFO) != cache(replace(INFO, graph_sha256="f" * 64))
+    report = {"dim": DIM, "max_seq_length": 128, "inputs": list(INPUTS), "runtime": "onnx",
+              "output": "sentence_embedding", "files": {"model.onnx": {"bytes": 1, "sha256": "9" * 64}}}
+    assert ArtefactInfo.from_report(report).graph_sha256 == "9" * 64
 
 
 def test_tensorrt_on_a_cpu_target_is_a_clear_error():
@@ -234,7 +252,7 @@ def test_a_tensorrt_encoder_keeps_tensorrt_in_the_local_runner_with_a_lasting_en
     native = encoder_config(plan_for("cuda"), INFO, ServingOptions(tensorrt=True), gpu=True)
     runner = roundtrip(python_runner_config(native, "onnx"))
     assert runner.parameters["tensorrt_cache"].string_value == str(tmp_path / "emb-provider" / "tensorrt" /
-                                                                   native.name)
+                                                                   native.name / INFO.graph_sha256[:16])
     plain = encoder_config(plan_for("cuda"), INFO, ServingOptions(), gpu=True)
     assert "tensorrt_cache" not in roundtrip(python_runner_config(plain, "onnx")).parameters
 

@@ -103,6 +103,7 @@ class ArtefactInfo:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     truncate_dim: int | None = None
+    graph_sha256: str = ""  # model.onnx's, from report.json's files ("" for torch routes and older reports)
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> "ArtefactInfo":
@@ -116,7 +117,8 @@ class ArtefactInfo:
         encoder = report.get("encoder") or {}
         return cls(int(report["dim"]), int(report["max_seq_length"]), tuple(report["inputs"]), report["runtime"],
                    str(report.get("route") or ""), normalized=bool(encoder.get("normalize", True)),
-                   prompts=dict(encoder.get("prompts") or {}), default_prompt_name=encoder.get("default_prompt_name"))
+                   prompts=dict(encoder.get("prompts") or {}), default_prompt_name=encoder.get("default_prompt_name"),
+                   graph_sha256=str(((report.get("files") or {}).get("model.onnx") or {}).get("sha256") or ""))
 
     def with_plan(self, plan: Plan) -> "ArtefactInfo":
         """The plan's overrides on top of the model's own settings: its ``prompts`` replace or add names (as
@@ -231,8 +233,9 @@ def encoder_config(plan: Plan, spec: ArtefactInfo, options: ServingOptions, *, g
             trt.parameters["precision_mode"] = "FP16"
             trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
             trt.parameters["trt_engine_cache_enable"] = "1"
-            # docker-compose.yml mounts a named volume there, so a restarted container loads its engines
-            trt.parameters["trt_engine_cache_path"] = f"{CONTAINER_TRT_CACHE}/{plan.name}"
+            # docker-compose.yml mounts a named volume there, so a restarted container loads its engines; keyed by
+            # the graph's bytes, since TensorRT's cache key does not cover the weights: a rebuild gets new engines
+            trt.parameters["trt_engine_cache_path"] = f"{CONTAINER_TRT_CACHE}/{plan.name}/{engine_key(spec)}"
     else:
         config.backend = "python"
         _set_parameters(config, _runner_parameters(spec.runtime, options))
@@ -274,12 +277,17 @@ def _runner_parameters(runtime: str, options: ServingOptions) -> dict[str, Any]:
     return {"runtime_loader": loader, "runtime_class": cls, "threads": options.encoder_threads}
 
 
-def local_tensorrt_cache(model: str) -> str:
-    """Where the local runner keeps ``model``'s TensorRT engines: outside the served copy (``exporter serve`` works
-    in a temporary directory), so a restart loads them instead of building them again:
-    ``$XDG_CACHE_HOME/emb-provider/tensorrt/<model>`` (``~/.cache`` when unset)."""
+def engine_key(spec: ArtefactInfo) -> str:
+    """The TensorRT engine cache's directory for one build of a graph: its sha256, shortened."""
+    return spec.graph_sha256[:16] or "unversioned"
+
+
+def local_tensorrt_cache(model: str, key: str) -> str:
+    """Where the local runner keeps the TensorRT engines of ``model``'s graph ``key`` (:func:`engine_key`): outside
+    the served copy (``exporter serve`` works in a temporary directory), so a restart loads them instead of building
+    them again: ``$XDG_CACHE_HOME/emb-provider/tensorrt/<model>/<key>`` (``~/.cache`` when unset)."""
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "emb-provider", "tensorrt", model)
+    return os.path.join(root, "emb-provider", "tensorrt", model, key)
 
 
 def python_runner_config(native, runtime: str = "onnx", threads: int = 0):
@@ -291,7 +299,7 @@ def python_runner_config(native, runtime: str = "onnx", threads: int = 0):
     backend would.
     """
     accelerators = native.optimization.execution_accelerators.gpu_execution_accelerator
-    tensorrt = any(accelerator.name == "tensorrt" for accelerator in accelerators)
+    tensorrt = [a for a in accelerators if a.name == "tensorrt"]
     config = _pb().ModelConfig()
     config.CopyFrom(native)
     config.ClearField("platform")
@@ -304,7 +312,8 @@ def python_runner_config(native, runtime: str = "onnx", threads: int = 0):
         tensor.allow_ragged_batch = True
     _set_parameters(config, _runner_parameters(runtime, ServingOptions(encoder_threads=threads)))
     if tensorrt:
-        _set_parameters(config, {"tensorrt_cache": local_tensorrt_cache(native.name)})
+        key = os.path.basename(tensorrt[0].parameters["trt_engine_cache_path"])  # the native config's engine key
+        _set_parameters(config, {"tensorrt_cache": local_tensorrt_cache(native.name, key)})
     return config
 
 

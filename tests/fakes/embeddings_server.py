@@ -38,7 +38,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._answer(200, {"pythonpath": os.environ.get("PYTHONPATH")}) if self.path == "/health" else \
+        self._answer(200, {"pythonpath": os.environ.get("PYTHONPATH"), "cwd": os.getcwd()}) \
+            if self.path == "/health" else \
             self._answer(404, {"error": self.path})
 
     def do_POST(self) -> None:  # noqa: N802

@@ -68,16 +68,20 @@ class OnnxEncoder:
         self.device = device
         self.cuda = device.startswith("cuda")
         self.device_id = int(device.split(":", 1)[1]) if ":" in device else 0
-        providers = execution_providers(device, ort.get_available_providers(), memory_optimization, tensorrt_cache)
-        self.session = ort.InferenceSession(os.path.join(artefact_dir, MODEL_FILE), options, providers=providers)
-        if self.cuda and "CUDAExecutionProvider" not in self.session.get_providers():
-            raise RuntimeError(f"device {device!r} asked for CUDA but onnxruntime has no CUDAExecutionProvider "
-                               f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+        path, available = os.path.join(artefact_dir, MODEL_FILE), ort.get_available_providers()
+        providers = execution_providers(device, available, memory_optimization, tensorrt_cache)
+        self.session = ort.InferenceSession(path, options, providers=providers)
         asked_trt = any(p[0] == "TensorrtExecutionProvider" for p in providers if isinstance(p, tuple))
         if asked_trt and "TensorrtExecutionProvider" not in self.session.get_providers():
-            # onnxruntime-gpu lists the provider even where TensorRT's libraries (libnvinfer) cannot be loaded
+            # onnxruntime-gpu lists the provider even where TensorRT's libraries (libnvinfer) cannot be loaded, and
+            # its own fallback drops our CUDA options (device_id, arena): build the CUDA session ourselves
             log.warning("the TensorRT provider did not start (are TensorRT's libraries installed and on "
-                        "LD_LIBRARY_PATH?): running on %s", ", ".join(self.session.get_providers()))
+                        "LD_LIBRARY_PATH?): running on the CUDA provider")
+            providers = execution_providers(device, available, memory_optimization)
+            self.session = ort.InferenceSession(path, options, providers=providers)
+        if self.cuda and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise RuntimeError(f"device {device!r} asked for CUDA but onnxruntime has no CUDAExecutionProvider "
+                               f"(available: {available}); install onnxruntime-gpu")
         self.input_names: list[str] = [i.name for i in self.session.get_inputs()]
 
     def _feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
