@@ -132,25 +132,31 @@ def model_class(model_type: str) -> Any:
 
 def build_module(meta: dict[str, Any], *, attn_implementation: str | None = None,
                  artefact_dir: str | None = None) -> SentenceEncoder:
-    """The encoder's architecture from ``encoder.json`` (random weights; the caller loads them).
+    """The encoder's architecture from ``encoder.json``, its transformer's parameters empty (on the meta device;
+    the caller loads them with :func:`apply_weights`). Its buffers are real: non-persistent ones (rotary
+    frequencies, position ids, embedding scales) are computed at construction and are not in the artefact. No
+    random weights are drawn: for an 8B model that would cost ~30 GB of host memory and tens of seconds.
 
     A model with remote code (``code_dir`` in the metadata) is built from the copy of its code in the artefact,
     so the server needs neither the original directory nor the hub; its attention implementation is its own.
     """
     from transformers import AutoConfig, AutoModel
+    from transformers.integrations.accelerate import init_empty_weights
 
     code_dir = meta.get("code_dir")
     if code_dir:
         if artefact_dir is None:
             raise ValueError(f"{ENCODER_JSON} names code_dir={code_dir!r}: the artefact directory is needed")
         config = AutoConfig.from_pretrained(os.path.join(artefact_dir, code_dir), trust_remote_code=True)
-        transformer = AutoModel.from_config(config, trust_remote_code=True)
+        with init_empty_weights():
+            transformer = AutoModel.from_config(config, trust_remote_code=True)
     else:
         config_dict = dict(meta["config"])
         config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        transformer = model_class(config.model_type)(config, **kwargs) if config.model_type in ENCODER_ONLY \
-            else AutoModel.from_config(config, **kwargs)
+        with init_empty_weights():
+            transformer = model_class(config.model_type)(config, **kwargs) if config.model_type in ENCODER_ONLY \
+                else AutoModel.from_config(config, **kwargs)
     dense = [dense_layer(d) for d in meta.get("dense", [])]
     return SentenceEncoder(transformer, meta["pooling"], dense, bool(meta["normalize"]), meta["inputs"])
 
@@ -249,15 +255,20 @@ def apply_weights(module: SentenceEncoder, tensors: dict[str, torch.Tensor], com
     docstring); raises ``ValueError`` naming the keys that do not match the architecture."""
     used = (_set_nf4_linears(module, tensors, compute, device) | _set_input_scales(module, tensors)
             | _set_int8_embeddings(module, tensors, compute))
+    # assign=True: the artefact's tensors become the parameters, so the empty (meta) ones of build_module are
+    # replaced instead of copied into; float tensors arrive in the compute dtype, as the artefact's weights
+    state = {k: v.to(compute) if v.is_floating_point() else v for k, v in _plain_state(tensors, used).items()}
+    missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
+    problems = [k for k in missing if k not in used] + unexpected
+    if problems:
+        raise ValueError(f"weights do not match the architecture: {problems[:5]}")
+    empty = [name for name, p in module.named_parameters() if p.is_meta]
+    if empty:
+        raise ValueError(f"weights do not match the architecture: no weights for {empty[:5]}")
     module.to(device)
     for p in module.parameters():
         if p.dtype.is_floating_point and p.__class__ is nn.Parameter:
             p.data = p.data.to(compute)
-    state = {k: v.to(compute) for k, v in _plain_state(tensors, used).items()}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    problems = [k for k in missing if k not in used] + unexpected
-    if problems:
-        raise ValueError(f"weights do not match the architecture: {problems[:5]}")
 
 
 def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncoder, dict[str, Any]]:
