@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from tqdm import tqdm
 
@@ -186,6 +186,19 @@ class _Run:
     def timed(self, step: str) -> Any:
         return _timed(self.report["timings"], step)
 
+    @contextmanager
+    def served_step(self, label: str, runs: list[tuple[Batches, int]]) -> Iterator[Callable[[], None]]:
+        """Time ``label``'s served step and show its windows' progress; yields the callback for each window."""
+        with self.timed(f"{label}: served"), tqdm(total=len(runs) * self.profile.settings.repeats,
+                                                  desc=f"served {label}", unit="window", file=sys.stderr,
+                                                  leave=False) as bar:
+            yield lambda: bar.update(1)
+
+    def served_failed(self, label: str, exc: Exception) -> None:
+        """Record a served step that failed: a finding of the benchmark, not its end."""
+        log.error("%s: served run failed: %s", label, exc)
+        self.report["errors"].append(f"{label}: served run failed: {str(exc).splitlines()[0]}")
+
 
 def run_benchmark(args: argparse.Namespace, profile: Any, work: Path, *,
                   server_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -259,32 +272,25 @@ def _precision_steps(run: _Run, precision: str) -> None:
         return
     served_runs = _served_runs(run.workloads, profile)
     try:
-        with run.timed(f"{precision}: served"), tqdm(total=len(served_runs) * profile.settings.repeats,
-                                                     desc=f"served {precision}", unit="window", file=sys.stderr,
-                                                     leave=False) as bar:
+        with run.served_step(precision, served_runs) as on_window:
             report["served"] += serve_and_measure(repository, entry["name"], served_runs, profile.settings,
-                                                  precision, on_window=lambda: bar.update(1),
-                                                  server_options=run.server_options)
+                                                  precision, on_window=on_window, server_options=run.server_options)
     except Exception as exc:  # a model the server cannot load is a finding too; the other precisions still run
-        log.error("%s: served run failed: %s", precision, exc)
-        report["errors"].append(f"{precision}: served run failed: {str(exc).splitlines()[0]}")
+        run.served_failed(precision, exc)
 
 
 def _peer_steps(run: _Run, peer: Peer, python: str) -> None:
     """The same model served by a peer (bench/peers.py): its STS-B quality, and STS-B served at every concurrency."""
     # STS-B only: a peer truncates to the model's own max_seq_length, ours to --max-length, so the long synthetic
     # workloads would not be the same work
-    runs, settings = [(run.workloads[0], c) for c in run.profile.concurrency], run.profile.settings
+    runs = [(run.workloads[0], c) for c in run.profile.concurrency]
     try:
-        with run.timed(f"{peer.name}: served"), tqdm(total=len(runs) * settings.repeats, desc=f"served {peer.name}",
-                                                     unit="window", file=sys.stderr, leave=False) as bar:
-            done = measure_peer(peer, python, run.model_dir, run.model_dir.name, runs, settings,
-                                lambda: bar.update(1), list(run.quality.sentences), run.profile.batch_size,
-                                run.device.is_gpu)
+        with run.served_step(peer.name, runs) as on_window:
+            done = measure_peer(peer, python, run.model_dir, run.model_dir.name, runs, run.profile.settings,
+                                on_window, list(run.quality.sentences), run.profile.batch_size, run.device.is_gpu)
         quality = run.quality.score_vectors(done.vectors)
     except Exception as exc:  # a peer that cannot start or serves other vectors is reported; our figures stand
-        log.error("%s: served run failed: %s", peer.name, exc)
-        run.report["errors"].append(f"{peer.name}: served run failed: {str(exc).splitlines()[0]}")
+        run.served_failed(peer.name, exc)
         return
     run.report["served"] += done.results
     run.report["peers"][peer.name] = done.info
