@@ -19,6 +19,11 @@ MODEL_FILE = "model.onnx"
 OUTPUT_NAME = "sentence_embedding"
 
 
+def device_index(device: str) -> int:
+    """The GPU ordinal of ``cuda[:N]`` (0 when not given)."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
 def execution_providers(device: str, available: list[str], memory_optimization: bool = False,
                         tensorrt_cache: str | None = None) -> list:
     """ONNX Runtime's providers for ``device``, most preferred first; CPU always last (the fallback for nodes the
@@ -30,7 +35,7 @@ def execution_providers(device: str, available: list[str], memory_optimization: 
     model runs on CUDA alone."""
     if not device.startswith("cuda"):
         return ["CPUExecutionProvider"]
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    index = device_index(device)
     cuda_options: dict = {"device_id": index}
     if memory_optimization:
         cuda_options["arena_extend_strategy"] = "kSameAsRequested"
@@ -67,7 +72,7 @@ class OnnxEncoder:
             options.intra_op_num_threads = threads
         self.device = device
         self.cuda = device.startswith("cuda")
-        self.device_id = int(device.split(":", 1)[1]) if ":" in device else 0
+        self.device_id = device_index(device)
         path, available = os.path.join(artefact_dir, MODEL_FILE), ort.get_available_providers()
         providers = execution_providers(device, available, memory_optimization, tensorrt_cache)
         self.session = ort.InferenceSession(path, options, providers=providers)
