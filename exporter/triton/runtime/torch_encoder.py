@@ -256,7 +256,8 @@ def apply_weights(module: SentenceEncoder, tensors: dict[str, torch.Tensor], com
     used = (_set_nf4_linears(module, tensors, compute, device) | _set_input_scales(module, tensors)
             | _set_int8_embeddings(module, tensors, compute))
     # assign=True: the artefact's tensors become the parameters, so the empty (meta) ones of build_module are
-    # replaced instead of copied into; float tensors arrive in the compute dtype, as the artefact's weights
+    # replaced instead of copied into; float tensors arrive in the compute dtype, so every parameter ends up in it
+    # (the NF4 linears and int8 tables were made in it above)
     state = {k: v.to(compute) if v.is_floating_point() else v for k, v in _plain_state(tensors, used).items()}
     missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
     problems = [k for k in missing if k not in used] + unexpected
@@ -266,9 +267,6 @@ def apply_weights(module: SentenceEncoder, tensors: dict[str, torch.Tensor], com
     if empty:
         raise ValueError(f"weights do not match the architecture: no weights for {empty[:5]}")
     module.to(device)
-    for p in module.parameters():
-        if p.dtype.is_floating_point and p.__class__ is nn.Parameter:
-            p.data = p.data.to(compute)
 
 
 def load_encoder(artefact_dir: str, device: str = "cpu") -> tuple[SentenceEncoder, dict[str, Any]]:
