@@ -8,6 +8,7 @@ of the spread than anything else.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 import shutil
@@ -65,16 +66,30 @@ def gpu_info() -> list[dict[str, Any]]:
     return parse_gpu_query(out.stdout) if out.returncode == 0 else []
 
 
-def nvml_used_mib() -> float | None:
-    """Memory in use on GPU 0 (NVML), or None without a GPU / pynvml. Device-wide, so a process's figure is a
-    difference taken while it is the only one working on the card (processes in a container are not listed)."""
+@functools.cache
+def _nvml_gpu0() -> Any:
+    """NVML initialised once per process and GPU 0's handle, or None without a GPU / driver / pynvml (the memory
+    samplers read it every quarter second)."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
+        return pynvml.nvmlDeviceGetHandleByIndex(0)
     except Exception:  # no GPU, no driver, or no pynvml: the figure is simply not available
+        return None
+
+
+def nvml_used_mib() -> float | None:
+    """Memory in use on GPU 0 (NVML), or None without a GPU / pynvml. Device-wide, so a process's figure is a
+    difference taken while it is the only one working on the card (processes in a container are not listed)."""
+    handle = _nvml_gpu0()
+    if handle is None:
+        return None
+    import pynvml
+
+    try:
+        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
+    except pynvml.NVMLError:
         return None
 
 
