@@ -202,6 +202,7 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
               f"served c={headline}": [_find(report["served"], p, "stsb", headline) for p in precisions]}
     served_runners = list(dict.fromkeys(r["runner"] for r in report["served"] if r["workload"] == "stsb"))
     panels = 3 if served_runners else 2
+    levels: dict[str, float] = {}  # the baseline per metric: mean of its start and end figures
     with saved_figure(path, 1, panels, figsize=(5.5 * panels, 4.2), layout_rect=(0, 0.06, 1, 1)) as (fig, axes):
         x = np.arange(len(precisions))
         width = 0.38
@@ -215,8 +216,8 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
             for i, (name, results) in enumerate(series.items()):
                 ax.bar(x + (i - 0.5) * width, [value(r) for r in results], width, label=name)
             if base is not None:
-                level = np.nanmean([value(base), value(base_end)])
-                ax.axhline(level, color="black", linestyle="--", label=f"baseline ({report['baseline']})")
+                levels[metric] = np.nanmean([value(base), value(base_end)])
+                ax.axhline(levels[metric], color="black", linestyle="--", label=f"baseline ({report['baseline']})")
             ax.set_xticks(x, precisions)
             ax.set_title(label, fontsize=10)
             ax.grid(axis="y", alpha=0.3)
@@ -226,9 +227,8 @@ def render_plot(report: dict[str, Any], path: Path) -> Path:
                 points = sorted((r["concurrency"], r["texts_per_s"]["median"]) for r in report["served"]
                                 if r["runner"] == runner and r["workload"] == "stsb")
                 ax.plot(*zip(*points), marker="o", label=runner if runner in precisions else f"{runner} (peer)")
-            if base is not None:
-                ax.axhline(np.nanmean([r["texts_per_s"]["median"] for r in (base, base_end) if r]), color="black",
-                           linestyle="--")
+            if "texts_per_s" in levels:
+                ax.axhline(levels["texts_per_s"], color="black", linestyle="--")
             ax.set_xscale("log", base=2)
             ax.set_xticks(report["settings"]["concurrency"], [str(c) for c in report["settings"]["concurrency"]])
             ax.set_xlabel("concurrent clients")
