@@ -259,8 +259,13 @@ class TritonServer:
                                encoder_threads=self.settings.encoder_threads)
 
     def _get(self, path: str) -> int:
+        return self._status(f"http://{self.http_url}{path}")
+
+    @staticmethod
+    def _status(url: str) -> int:
+        """The HTTP status ``url`` answers with, 0 when nothing answers."""
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:
                 return response.status
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -272,7 +277,10 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServeError(self._failure(f"tritonserver exited with code {self.process.returncode}"))
-            if self._get("/v2/health/ready") == 200:
+            # ready = every endpoint it opened answers: tritonserver starts its metrics listener after HTTP is
+            # ready, and a scrape (or a test reading the counters) right after start() would be refused
+            if self._get("/v2/health/ready") == 200 and (not self._metrics_enabled()
+                                                         or self._status(self.metrics_url) == 200):
                 log.info("tritonserver ready: HTTP %s, gRPC %s", self.http_url, self.grpc_url)
                 return
             failed = self._failed_models()
@@ -280,6 +288,9 @@ class TritonServer:
                 raise ServeError(self._failure(f"model(s) failed to load: {failed}"))
             time.sleep(0.25)
         raise ServeError(self._failure(f"not ready after {self.settings.ready_timeout:.0f} s"))
+
+    def _metrics_enabled(self) -> bool:
+        return "--allow-metrics=false" not in self.settings.extra_args
 
     def _failed_models(self) -> str:
         """'name: reason' for every model the server gave up on (repository index), '' when none has."""
